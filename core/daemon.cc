@@ -1,0 +1,397 @@
+#include "core/daemon.h"
+
+#include <google/protobuf/util/json_util.h>
+#include <spdlog/spdlog.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <filesystem>
+
+#include "core/api_server.h"
+#include "core/config_watcher.h"
+#include "core/datapath/datapath.h"
+#include "core/http_server.h"
+#include "core/log.h"
+#include "core/metrics.h"
+#include "core/pipeline.h"
+#include "core/registry.h"
+#include "core/store.h"
+
+#ifndef TRELLIS_VERSION
+#define TRELLIS_VERSION "dev"
+#endif
+
+namespace trellis {
+
+namespace {
+int64_t NowUnix() {
+  return std::chrono::duration_cast<std::chrono::seconds>(
+             std::chrono::system_clock::now().time_since_epoch())
+      .count();
+}
+grpc::Status ToGrpc(const Status& s) {
+  if (s.ok()) return grpc::Status::OK;
+  return grpc::Status(static_cast<grpc::StatusCode>(s.code()), std::string(s.message()));
+}
+}  // namespace
+
+class ApiService;
+
+struct Daemon::Impl {
+  DaemonOptions opts;
+  MetricsRegistry metrics;
+  std::unique_ptr<Store> store;
+  std::unique_ptr<Datapath> datapath;
+  std::unique_ptr<ModuleRegistry> registry;
+  std::unique_ptr<PodPipeline> pipeline;
+  std::unique_ptr<ApiService> service;
+  std::unique_ptr<ApiServer> api;
+  std::unique_ptr<HttpServer> http;
+  std::unique_ptr<ConfigWatcher> watcher;
+
+  std::mutex config_mu;
+  Json applied_config;  // what the registry runs
+  std::string config_origin;
+  std::string last_config_error;
+  std::string current_log_file;
+  int64_t started_unix = NowUnix();
+  Metric m_reloads, m_store_errors, m_build_info, m_refused;
+
+  Status Start();
+  void Reload();
+  Status ApplyConfig(const NodeConfig& cfg, bool startup);
+  v1::DaemonStatus StatusProto();
+  Json DebugState();
+  std::string Metrics();
+};
+
+// ------------------------------------------------------------------ API --
+
+class ApiService final : public v1::Trellis::Service {
+ public:
+  explicit ApiService(Daemon::Impl* d) : d_(d) {}
+
+  grpc::Status Cni(grpc::ServerContext*, const v1::CniRequest* req, v1::CniResponse* resp) override {
+    *resp = d_->pipeline->Handle(*req);
+    return grpc::Status::OK;
+  }
+
+  grpc::Status GetStatus(grpc::ServerContext*, const v1::StatusRequest*,
+                         v1::DaemonStatus* resp) override {
+    *resp = d_->StatusProto();
+    return grpc::Status::OK;
+  }
+
+  grpc::Status ListModules(grpc::ServerContext*, const v1::ListModulesRequest*,
+                           v1::ListModulesResponse* resp) override {
+    for (const auto& i : d_->registry->Describe()) {
+      auto* m = resp->add_modules();
+      m->set_name(i.name);
+      m->set_enabled(i.enabled);
+      m->set_state(i.state);
+      m->set_plugin_path(i.plugin_path);
+      m->set_plugin_name(i.plugin_name);
+      m->set_plugin_version(i.plugin_version);
+      m->set_abi_version(i.abi_version);
+      for (const auto& f : i.interfaces) m->add_interfaces(f);
+      m->set_healthy(i.healthy);
+      m->set_degraded(i.degraded);
+      m->set_message(i.message);
+      m->set_reload_count(i.reload_count);
+      m->set_last_error(i.last_error);
+      if (!i.status.is_null()) m->set_status_json(Redact(i.status).dump());
+    }
+    return grpc::Status::OK;
+  }
+
+  grpc::Status ListPods(grpc::ServerContext*, const v1::ListPodsRequest*,
+                        v1::ListPodsResponse* resp) override {
+    auto pods = d_->pipeline->Pods();
+    if (!pods.ok()) return ToGrpc(pods.status());
+    for (const auto& r : *pods) {
+      auto* p = resp->add_pods();
+      p->set_container_id(r.container_id);
+      p->set_ifname(r.ifname);
+      p->set_k8s_namespace(r.k8s_namespace);
+      p->set_k8s_name(r.k8s_name);
+      p->set_netns(r.netns);
+      p->set_host_ifname(r.host_ifname);
+      for (const auto& a : r.addresses) p->add_addresses(a.Cidr());
+      for (const auto& s : r.applied) p->add_modules(s);
+      p->set_state(r.state);
+      p->set_created(std::to_string(r.created_unix));
+    }
+    return grpc::Status::OK;
+  }
+
+  grpc::Status SetLogLevel(grpc::ServerContext*, const v1::SetLogLevelRequest* req,
+                           v1::SetLogLevelResponse* resp) override {
+    resp->set_previous(CurrentLogLevel());
+    if (Status s = trellis::SetLogLevel(req->level()); !s.ok()) return ToGrpc(s);
+    resp->set_level(CurrentLogLevel());
+    spdlog::info("log level set to {} through the API", resp->level());
+    return grpc::Status::OK;
+  }
+
+  grpc::Status ModuleCall(grpc::ServerContext*, const v1::ModuleCallRequest* req,
+                          v1::ModuleCallResponse* resp) override {
+    auto reader = d_->registry->ReaderLock();
+    auto set = d_->registry->Current();
+    std::shared_ptr<Module> m = set->Find(req->module());
+    if (!m) {
+      const std::string& k = req->module();
+      m = k == "ipam" ? set->ipam : k == "qos" ? set->qos : k == "policy" ? set->policy
+          : k == "eni" ? set->eni : k == "secgroup" ? set->secgroup : nullptr;
+    }
+    if (!m) {
+      return grpc::Status(grpc::StatusCode::NOT_FOUND,
+                          "no running module named or providing '" + req->module() + "'");
+    }
+    Json request = req->request_json().empty() ? Json::object()
+                                               : Json::parse(req->request_json(), nullptr, false);
+    if (request.is_discarded()) {
+      return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, "request_json is not valid JSON");
+    }
+    const std::string& op = req->operation();
+    StatusOr<Json> result = absl::UnimplementedError("module " + m->name() + " has no operation '" + op + "'");
+    if (op == "status") result = m->QueryStatus();
+    else if (op == "list" && m->has_ipam()) result = m->IpamList();
+    else if (op == "explain" && m->has_policy()) result = m->PolicyExplain(request);
+    else if (op == "pool_status" && m->has_eni()) result = m->EniPoolStatus();
+    else if ((op == "ensure_pool" || op == "gc") && m->has_eni()) {
+      Status s = op == "gc" ? m->EniGc() : m->EniEnsurePool();
+      result = s.ok() ? StatusOr<Json>(Json{{"ok", true}}) : StatusOr<Json>(s);
+    } else if ((op == "diff" || op == "sync") && m->has_secgroup()) {
+      result = m->SecgroupReconcile(op == "diff");
+    }
+    if (!result.ok()) return ToGrpc(result.status());
+    resp->set_module(m->name());
+    resp->set_result_json(Redact(*result).dump());
+    return grpc::Status::OK;
+  }
+
+ private:
+  Daemon::Impl* d_;
+};
+
+// --------------------------------------------------------------- daemon --
+
+Daemon::Daemon(DaemonOptions options) : impl_(new Impl()) { impl_->opts = std::move(options); }
+
+Daemon::~Daemon() { Stop(); }
+
+std::string Daemon::DefaultPluginDir() {
+  std::error_code ec;
+  auto exe = std::filesystem::read_symlink("/proc/self/exe", ec);
+  if (ec) return "/usr/lib/trellis/plugins";
+  return (exe.parent_path().parent_path() / "lib" / "trellis" / "plugins").string();
+}
+
+Status Daemon::Start() { return impl_->Start(); }
+
+void Daemon::Stop() {
+  if (!impl_) return;
+  if (impl_->watcher) impl_->watcher->Stop();
+  if (impl_->api) impl_->api->Stop();
+  if (impl_->http) impl_->http->Stop();
+  if (impl_->registry) impl_->registry->Shutdown();
+  impl_->watcher.reset();
+  impl_->api.reset();
+  impl_->http.reset();
+  impl_->service.reset();
+  impl_->pipeline.reset();
+  impl_->registry.reset();
+  impl_->datapath.reset();
+  impl_->store.reset();
+}
+
+Status Daemon::Impl::Start() {
+  // Config first: its log settings apply from the first line on.
+  StatusOr<NodeConfig> cfg = opts.config_path.empty() ? StatusOr<NodeConfig>(EmbeddedDefaultConfig())
+                                                      : LoadNodeConfig(opts.config_path);
+  if (!cfg.ok()) return cfg.status();
+  std::string level = opts.log_level.empty() ? cfg->log_level : opts.log_level;
+  TRELLIS_RETURN_IF_ERROR(SetupLogging(level, cfg->log_file));
+  current_log_file = cfg->log_file;
+  spdlog::info("trellisd {} starting: config {}, state {}, plugins {}, socket {}", TRELLIS_VERSION,
+               cfg->origin, opts.state_dir, opts.plugin_dir, opts.socket_path);
+  for (const auto& w : cfg->warnings) spdlog::warn("config: {}", w);
+
+  auto reg = [&](MetricType t, const char* name, const char* help,
+                 std::vector<std::string> labels = {}) {
+    auto id = metrics.Register(t, name, help, labels);
+    return id.ok() ? Metric(&metrics, *id) : Metric();
+  };
+  m_reloads = reg(MetricType::kCounter, "trellis_config_reloads_total",
+                  "Node config changes seen, by result (applied, refused, invalid, partial).",
+                  {"result"});
+  m_store_errors = reg(MetricType::kCounter, "trellis_store_errors_total",
+                       "Errors of the state store (SQLite).");
+  m_build_info = reg(MetricType::kGauge, "trellis_build_info", "trellisd build.", {"version"});
+  m_refused = reg(MetricType::kCounter, "trellis_api_refused_connections_total",
+                  "API connections closed because the peer was not root.");
+  m_build_info.Set({TRELLIS_VERSION}, 1);
+
+  TRELLIS_ASSIGN_OR_RETURN(store, Store::Open(std::filesystem::path(opts.state_dir) / "trellis.db"));
+  TRELLIS_ASSIGN_OR_RETURN(datapath, Datapath::Create());
+  registry = std::make_unique<ModuleRegistry>(opts.plugin_dir, store.get(), &metrics);
+  pipeline = std::make_unique<PodPipeline>(store.get(), registry.get(), datapath.get(), &metrics);
+  pipeline->SetDefaultMtu(cfg->datapath.mtu);
+  registry->SetObserver(pipeline.get());
+
+  TRELLIS_RETURN_IF_ERROR(ApplyConfig(*cfg, /*startup=*/true));
+
+  service = std::make_unique<ApiService>(this);
+  api = std::make_unique<ApiServer>(opts.socket_path, service.get());
+  TRELLIS_RETURN_IF_ERROR(api->Start());
+
+  if (Status s = pipeline->Reconcile(); !s.ok()) spdlog::error("{}", s.message());
+  pipeline->SetReady(true);
+
+  if (!opts.metrics_addr.empty()) {
+    http = std::make_unique<HttpServer>(HttpHandlers{
+        [this] { return Metrics(); },
+        [this]() -> Status {
+          return store->CheckWritable();
+        },
+        [this]() -> Status {
+          if (!pipeline->ready()) return absl::UnavailableError("startup reconcile is not done");
+          std::string why;
+          if (!registry->AllHealthy(&why)) return absl::UnavailableError(why);
+          return absl::OkStatus();
+        },
+        [this] { return DebugState().dump(2); }});
+    TRELLIS_RETURN_IF_ERROR(http->Start(opts.metrics_addr));
+  }
+  if (!opts.config_path.empty()) {
+    watcher = std::make_unique<ConfigWatcher>(opts.config_path, [this] { Reload(); });
+    TRELLIS_RETURN_IF_ERROR(watcher->Start());
+  }
+  spdlog::info("trellisd ready");
+  return absl::OkStatus();
+}
+
+Status Daemon::Impl::ApplyConfig(const NodeConfig& cfg, bool startup) {
+  Status s = registry->Apply(cfg);
+  std::lock_guard lock(config_mu);
+  if (s.code() == absl::StatusCode::kInvalidArgument ||
+      s.code() == absl::StatusCode::kFailedPrecondition) {
+    last_config_error = std::string(s.message());
+    m_reloads.Add({startup ? "invalid" : "refused"});
+    return s;
+  }
+  applied_config = NodeConfigToJson(cfg);
+  config_origin = cfg.origin;
+  if (!s.ok()) {
+    last_config_error = std::string(s.message());
+    m_reloads.Add({"partial"});
+    spdlog::error("config applied with failures: {}", s.message());
+  } else {
+    last_config_error.clear();
+    m_reloads.Add({"applied"});
+  }
+  return absl::OkStatus();
+}
+
+void Daemon::Impl::Reload() {
+  auto cfg = LoadNodeConfig(opts.config_path);
+  if (!cfg.ok()) {
+    std::lock_guard lock(config_mu);
+    last_config_error = std::string(cfg.status().message());
+    m_reloads.Add({"invalid"});
+    spdlog::error("new node config refused, the running config stays in force: {}",
+                  cfg.status().message());
+    return;
+  }
+  {
+    std::lock_guard lock(config_mu);
+    if (NodeConfigToJson(*cfg) == applied_config) return;
+  }
+  for (const auto& w : cfg->warnings) spdlog::warn("config: {}", w);
+  spdlog::info("node config changed ({}), applying", cfg->origin);
+  if (cfg->log_file != current_log_file || cfg->log_level != applied_config.value("log_level", "")) {
+    if (Status s = SetupLogging(cfg->log_level, cfg->log_file); !s.ok()) {
+      spdlog::error("log settings refused: {}", s.message());
+    }
+    current_log_file = cfg->log_file;
+  }
+  pipeline->SetDefaultMtu(cfg->datapath.mtu);
+  if (Status s = ApplyConfig(*cfg, false); !s.ok()) {
+    spdlog::error("new node config refused, the running config stays in force: {}", s.message());
+  } else {
+    spdlog::info("node config applied");
+  }
+}
+
+v1::DaemonStatus Daemon::Impl::StatusProto() {
+  v1::DaemonStatus s;
+  s.set_version(TRELLIS_VERSION);
+  std::string why;
+  bool ready = pipeline->ready() && registry->AllHealthy(&why);
+  s.set_ready(ready);
+  s.set_ready_reason(pipeline->ready() ? why : "startup reconcile is not done");
+  if (auto pods = pipeline->Pods(); pods.ok()) {
+    s.set_pods(pods->size());
+    uint32_t degraded = 0;
+    for (const auto& p : *pods) degraded += p.state != "ready";
+    s.set_degraded_pods(degraded);
+  }
+  {
+    std::lock_guard lock(config_mu);
+    s.set_config_origin(config_origin);
+    s.set_last_config_error(last_config_error);
+  }
+  s.set_started_unix(started_unix);
+  s.set_log_level(CurrentLogLevel());
+  s.set_state_dir(opts.state_dir);
+  s.set_plugin_dir(opts.plugin_dir);
+  return s;
+}
+
+Json Daemon::Impl::DebugState() {
+  std::string status_json;
+  google::protobuf::util::MessageToJsonString(StatusProto(), &status_json);
+  Json modules = Json::array();
+  for (const auto& i : registry->Describe()) {
+    modules.push_back({{"name", i.name},
+                       {"enabled", i.enabled},
+                       {"state", i.state},
+                       {"plugin", i.plugin_path},
+                       {"version", i.plugin_version},
+                       {"interfaces", i.interfaces},
+                       {"healthy", i.healthy},
+                       {"message", i.message},
+                       {"reload_count", i.reload_count},
+                       {"last_error", i.last_error},
+                       {"status", i.status}});
+  }
+  Json pods = Json::array();
+  if (auto p = pipeline->Pods(); p.ok()) {
+    for (const auto& r : *p) {
+      Json j = r.ToJson();
+      j["state"] = r.state;
+      pods.push_back(j);
+    }
+  }
+  Json pool = nullptr;
+  {
+    auto reader = registry->ReaderLock();
+    if (auto eni = registry->Current()->eni) {
+      if (auto st = eni->EniPoolStatus(); st.ok()) pool = *st;
+    }
+  }
+  return Redact(Json{{"daemon", Json::parse(status_json, nullptr, false)},
+                     {"modules", modules},
+                     {"pods", pods},
+                     {"pool", pool}});
+}
+
+std::string Daemon::Impl::Metrics() {
+  m_store_errors.Set({}, static_cast<double>(store->error_count()));
+  m_refused.Set({}, static_cast<double>(api ? api->refused_peers() : 0));
+  registry->Describe();  // refreshes the module health gauges
+  pipeline->Pods();      // refreshes the pod gauges
+  return metrics.Render();
+}
+
+}  // namespace trellis
