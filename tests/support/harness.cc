@@ -5,6 +5,7 @@
 #include <httplib.h>
 #include <netinet/in.h>
 #include <poll.h>
+#include <sched.h>
 #include <signal.h>
 #include <spawn.h>
 #include <sys/socket.h>
@@ -213,8 +214,9 @@ Daemon::Daemon(DaemonOptions opts) : opts_(std::move(opts)) {
     staged_.emplace();
     opts_.plugin_dir = staged_->path();
   }
+  if (!opts_.host_netns) node_.emplace("node");
   if (opts_.metrics_addr == "auto") {
-    metrics_port_ = FreePort();
+    metrics_port_ = node_ ? 9190 : FreePort();
     opts_.metrics_addr = "127.0.0.1:" + std::to_string(metrics_port_);
   }
 }
@@ -222,9 +224,12 @@ Daemon::Daemon(DaemonOptions opts) : opts_(std::move(opts)) {
 Daemon::~Daemon() { Stop(); }
 
 bool Daemon::Start(std::string* why) {
-  std::vector<std::string> argv = {(BinDir() / "trellisd").string(), "--socket", socket_.string(),
+  std::vector<std::string> argv;
+  if (node_) argv = {"ip", "netns", "exec", node_->name()};
+  std::vector<std::string> daemon = {(BinDir() / "trellisd").string(), "--socket", socket_.string(),
                                    "--state-dir", state_dir_.string(), "--plugin-dir",
                                    opts_.plugin_dir.string(), "--metrics-addr", opts_.metrics_addr};
+  argv.insert(argv.end(), daemon.begin(), daemon.end());
   if (!config_.empty()) {
     argv.push_back("--config");
     argv.push_back(config_.string());
@@ -276,6 +281,11 @@ void Daemon::Kill() {
   kill(pid_, SIGKILL);
   WaitExit(pid_);
   pid_ = -1;
+}
+
+RunResult Daemon::NodeExec(const std::string& command) const {
+  if (node_) return node_->Exec(command);
+  return Sh(command);
 }
 
 std::string Daemon::Log() const {
@@ -333,13 +343,23 @@ int FreePort() {
   return port;
 }
 
-std::pair<int, std::string> HttpGet(int port, const std::string& path) {
-  httplib::Client cli("127.0.0.1", port);
-  cli.set_connection_timeout(2);
-  cli.set_read_timeout(5);
-  auto res = cli.Get(path.c_str());
-  if (!res) return {0, ""};
-  return {res->status, res->body};
+std::pair<int, std::string> HttpGet(int port, const std::string& path, const std::string& netns) {
+  std::pair<int, std::string> out{0, ""};
+  // The client's socket is created on a thread that entered the namespace.
+  std::thread t([&] {
+    if (!netns.empty()) {
+      int fd = open(("/var/run/netns/" + netns).c_str(), O_RDONLY | O_CLOEXEC);
+      if (fd < 0 || setns(fd, CLONE_NEWNET) != 0) return;
+      close(fd);
+    }
+    httplib::Client cli("127.0.0.1", port);
+    cli.set_connection_timeout(2);
+    cli.set_read_timeout(5);
+    auto res = cli.Get(path.c_str());
+    if (res) out = {res->status, res->body};
+  });
+  t.join();
+  return out;
 }
 
 }  // namespace trellis::test

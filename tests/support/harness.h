@@ -92,6 +92,10 @@ struct DaemonOptions {
   std::string metrics_addr;      // "" : none; "auto": a free loopback port
   std::vector<std::string> extra_args;
   bool wait_ready = true;        // false: Start() returns once the API answers
+  // By default the daemon runs in a fresh "node" network namespace of its
+  // own: its host routes, host veth ends and sysctls never touch the real
+  // host or another test. host_netns runs it in the caller's namespace.
+  bool host_netns = false;
   std::map<std::string, std::string> env;
 };
 
@@ -110,6 +114,10 @@ class Daemon {
   pid_t pid() const { return pid_; }
 
   const fs::path& socket() const { return socket_; }
+  // The node namespace the daemon runs in (nullptr with host_netns).
+  const Netns* node() const { return node_ ? &*node_ : nullptr; }
+  // Runs a shell command in the daemon's network namespace.
+  RunResult NodeExec(const std::string& command) const;
   const fs::path& state_dir() const { return state_dir_; }
   const fs::path& dir() const { return tmp_.path(); }
   int metrics_port() const { return metrics_port_; }
@@ -123,6 +131,7 @@ class Daemon {
  private:
   DaemonOptions opts_;
   TempDir tmp_;
+  std::optional<Netns> node_;
   std::optional<PluginDir> staged_;
   fs::path socket_, state_dir_, config_, log_;
   int metrics_port_ = 0;
@@ -145,8 +154,10 @@ RunResult Cni(const CniCall& call, const fs::path& binary = {});
 long RssKiB(pid_t pid);
 // A free TCP port on 127.0.0.1.
 int FreePort();
-// GET http://127.0.0.1:port/path; returns {status, body}.
-std::pair<int, std::string> HttpGet(int port, const std::string& path);
+// GET http://127.0.0.1:port/path, from inside network namespace `netns`
+// (a name under /var/run/netns) when given; returns {status, body}.
+std::pair<int, std::string> HttpGet(int port, const std::string& path,
+                                    const std::string& netns = "");
 
 }  // namespace trellis::test
 
