@@ -208,6 +208,12 @@ Status Module::Reconfigure(const ModuleConfig& config) {
   return absl::OkStatus();
 }
 
+Status Module::Deactivate() {
+  if (descriptor().d.deactivate == nullptr) return absl::OkStatus();
+  return CallPlugin(name(), "deactivate",
+                    [&](trellis_error* err) { return descriptor().d.deactivate(instance_, err); });
+}
+
 StatusOr<Json> ParsePluginJson(const std::string& module, const char* op, const std::string& text) {
   Json j = Json::parse(text, nullptr, false);
   if (j.is_discarded()) {

@@ -48,6 +48,8 @@ class Module {
   const std::shared_ptr<LoadedPlugin>& plugin() const { return plugin_; }
 
   Status Reconfigure(const ModuleConfig& config);
+  // The module is being disabled (not the daemon stopping): see abi.h.
+  Status Deactivate();
   // The plugin's status() document: {"healthy","degraded","message",...}.
   StatusOr<Json> QueryStatus();
 

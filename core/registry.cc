@@ -224,6 +224,9 @@ Status ModuleRegistry::Apply(const NodeConfig& next) {
     }
     if (!m) return;
     if (observer_ != nullptr) observer_->ModuleStopping(*m);
+    if (Status s = m->Deactivate(); !s.ok()) {
+      spdlog::error("module {}: removing its node-level effects failed: {}", name, s.message());
+    }
     {
       std::lock_guard lock(entries_mu_);
       entries_[name].module.reset();

@@ -36,7 +36,8 @@ class ModuleObserver {
   virtual ~ModuleObserver() = default;
   // After `m` started: bring its piece onto every existing pod.
   virtual void ModuleStarted(Module& m) = 0;
-  // Before `m` stops: remove its piece from every existing pod.
+  // Before `m` is disabled (then deactivated and destroyed): remove its piece
+  // from every existing pod.
   virtual void ModuleStopping(Module& m) = 0;
   // How many pods the node holds (disabling ipam under them is refused).
   virtual size_t PodCount() = 0;

@@ -376,6 +376,14 @@ typedef struct trellis_plugin_descriptor {
   trellis_status (*reconfigure)(void* instance, const char* config_json, trellis_error* err);
   /* Writes a JSON object {"healthy":bool,"degraded":bool,"message":str,...}. */
   trellis_status (*status)(void* instance, trellis_sink* json, trellis_error* err);
+  /* The module is being disabled through the node config: remove every
+     node-level effect it owns (tables, pools, devices). The host has already
+     called the per-pod remove ops for every pod. NOT called when the daemon
+     merely stops or restarts: then every effect must stay in the kernel.
+     May be NULL. destroy() follows. */
+  trellis_status (*deactivate)(void* instance, trellis_error* err);
+  /* Joins every thread the plugin started and frees the instance. Leaves the
+     kernel and cloud state as they are. */
   void (*destroy)(void* instance);
 
   /* Interfaces provided, NULL where absent. OWNERSHIP: static. */

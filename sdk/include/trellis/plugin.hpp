@@ -10,6 +10,7 @@
 //     Hello(trellis::sdk::Host host, const trellis::sdk::Json& config);
 //     void Reconfigure(const trellis::sdk::Json& config);          // optional
 //     trellis::sdk::Json Status();                                 // optional
+//     void Deactivate();  // optional: disabled by config, remove node-level effects
 //     // ...then the methods of the interfaces it implements, e.g. qos:
 //     void ApplyQos(const trellis::sdk::Pod& pod);
 //     void RemoveQos(const trellis::sdk::Pod& pod);
@@ -283,6 +284,11 @@ struct Thunks {
       }
     });
   }
+  static trellis_status Deactivate(void* inst, trellis_error* err) noexcept {
+    return Guard(err, [&] {
+      if constexpr (requires(T& t) { t.Deactivate(); }) Self(inst)->Deactivate();
+    });
+  }
   static void Destroy(void* inst) noexcept {
     try {
       delete Self(inst);
@@ -504,6 +510,7 @@ const trellis_plugin_descriptor* Describe() {
     o.create = &K::Create;
     o.reconfigure = &K::Reconfigure;
     o.status = &K::Status;
+    o.deactivate = &K::Deactivate;
     o.destroy = &K::Destroy;
     o.ipam = ImplementsIpam<T> ? &ipam : nullptr;
     o.address_source = ImplementsAddressSource<T> ? &source : nullptr;
