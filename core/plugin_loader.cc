@@ -27,6 +27,14 @@ Status CopyVersioned(const void* raw, uint32_t raw_size, size_t min_size, T* out
                                          " bytes, smaller than the " + std::to_string(min_size) +
                                          " bytes of ABI 1.0");
   }
+  // A size this far beyond any layout is garbage (not a trellis structure,
+  // or a corrupt one): reading its "tail" could walk off the plugin's memory.
+  constexpr size_t kMaxPlausible = 4096;
+  if (raw_size > kMaxPlausible) {
+    return absl::FailedPreconditionError(what + " claims to be " + std::to_string(raw_size) +
+                                         " bytes, more than any trellis structure (" +
+                                         std::to_string(kMaxPlausible) + "): it is corrupt");
+  }
   if (raw_size > sizeof(T)) {
     const auto* tail = static_cast<const unsigned char*>(raw) + sizeof(T);
     for (size_t i = 0; i < raw_size - sizeof(T); ++i) {
@@ -105,8 +113,13 @@ StatusOr<PluginDescriptor> Negotiate(const trellis_plugin_descriptor* raw) {
   if (d.name == nullptr || *d.name == '\0') {
     return absl::FailedPreconditionError("its descriptor has no name");
   }
-  if (d.validate == nullptr || d.create == nullptr || d.destroy == nullptr) {
-    return absl::FailedPreconditionError("its descriptor lacks validate, create or destroy");
+  for (const auto& [op, present] : {std::pair<const char*, bool>{"validate", d.validate != nullptr},
+                                    {"create", d.create != nullptr},
+                                    {"destroy", d.destroy != nullptr}}) {
+    if (!present) {
+      return absl::FailedPreconditionError(std::string("its descriptor has no ") + op +
+                                           " op (validate, create and destroy are mandatory)");
+    }
   }
   out.name = d.name;
   out.version = d.version != nullptr ? d.version : "";
@@ -121,63 +134,103 @@ StatusOr<PluginDescriptor> Negotiate(const trellis_plugin_descriptor* raw) {
   TRELLIS_RETURN_IF_ERROR(CopyOps(d.secgroup, TRELLIS_SECGROUP_VERSION, &out.secgroup,
                                   &out.has_secgroup, "secgroup"));
   // An interface is provided only if its mandatory ops are.
-  if (out.has_ipam && (out.ipam.allocate == nullptr || out.ipam.release == nullptr)) {
-    return absl::FailedPreconditionError("its ipam interface lacks allocate or release");
-  }
-  if (out.has_address_source &&
-      (out.address_source.acquire == nullptr || out.address_source.release == nullptr)) {
-    return absl::FailedPreconditionError("its address_source interface lacks acquire or release");
-  }
-  if (out.has_qos && (out.qos.apply == nullptr || out.qos.remove == nullptr)) {
-    return absl::FailedPreconditionError("its qos interface lacks apply or remove");
-  }
-  if (out.has_policy && (out.policy.pod_upsert == nullptr || out.policy.pod_remove == nullptr)) {
-    return absl::FailedPreconditionError("its policy interface lacks pod_upsert or pod_remove");
-  }
-  if (out.has_eni && out.eni.pool_status == nullptr) {
-    return absl::FailedPreconditionError("its eni interface lacks pool_status");
-  }
-  if (out.has_secgroup && out.secgroup.reconcile == nullptr) {
-    return absl::FailedPreconditionError("its secgroup interface lacks reconcile");
-  }
+  auto mandatory = [](bool has, const char* iface, const char* mandatory,
+                      std::initializer_list<std::pair<const char*, const void*>> ops) -> Status {
+    if (!has) return absl::OkStatus();
+    for (const auto& [op, fn] : ops) {
+      if (fn == nullptr) {
+        return absl::FailedPreconditionError(std::string("its ") + iface + " interface has no " +
+                                             op + " op (" + mandatory + ")");
+      }
+    }
+    return absl::OkStatus();
+  };
+  TRELLIS_RETURN_IF_ERROR(mandatory(out.has_ipam, "ipam", "allocate and release are mandatory",
+                                    {{"allocate", reinterpret_cast<const void*>(out.ipam.allocate)},
+                                     {"release", reinterpret_cast<const void*>(out.ipam.release)}}));
+  TRELLIS_RETURN_IF_ERROR(mandatory(
+      out.has_address_source, "address_source", "acquire and release are mandatory",
+      {{"acquire", reinterpret_cast<const void*>(out.address_source.acquire)},
+       {"release", reinterpret_cast<const void*>(out.address_source.release)}}));
+  TRELLIS_RETURN_IF_ERROR(mandatory(out.has_qos, "qos", "apply and remove are mandatory",
+                                    {{"apply", reinterpret_cast<const void*>(out.qos.apply)},
+                                     {"remove", reinterpret_cast<const void*>(out.qos.remove)}}));
+  TRELLIS_RETURN_IF_ERROR(
+      mandatory(out.has_policy, "policy", "pod_upsert and pod_remove are mandatory",
+                {{"pod_upsert", reinterpret_cast<const void*>(out.policy.pod_upsert)},
+                 {"pod_remove", reinterpret_cast<const void*>(out.policy.pod_remove)}}));
+  TRELLIS_RETURN_IF_ERROR(
+      mandatory(out.has_eni, "eni", "pool_status is mandatory",
+                {{"pool_status", reinterpret_cast<const void*>(out.eni.pool_status)}}));
+  TRELLIS_RETURN_IF_ERROR(
+      mandatory(out.has_secgroup, "secgroup", "reconcile is mandatory",
+                {{"reconcile", reinterpret_cast<const void*>(out.secgroup.reconcile)}}));
   return out;
 }
 
-Status CheckPluginTrust(const std::filesystem::path& file) {
-  std::error_code ec;
-  std::filesystem::path real = std::filesystem::canonical(file, ec);
-  if (ec) return absl::NotFoundError(file.string() + ": " + ec.message());
+namespace {
+
+// Checks `dir` and every directory above it: owned by root and not writable
+// by group or others. A root-owned sticky directory (/tmp) is accepted above
+// the first one: others may create entries there but cannot rename or remove
+// ours. `suffix` is appended to every refusal.
+Status CheckDirectoryChain(const std::filesystem::path& first, const std::string& suffix) {
   struct stat st {};
-  if (stat(real.c_str(), &st) != 0) {
-    return absl::NotFoundError(real.string() + ": " + std::strerror(errno));
-  }
-  if (!S_ISREG(st.st_mode)) return absl::PermissionDeniedError(real.string() + " is not a regular file");
-  if (st.st_uid != 0) {
-    return absl::PermissionDeniedError(real.string() + " is owned by uid " +
-                                       std::to_string(st.st_uid) + ", not root");
-  }
-  if ((st.st_mode & 022) != 0) {
-    return absl::PermissionDeniedError(real.string() + " is writable by group or others (mode " +
-                                       Octal(st.st_mode) + "); fix with chmod go-w");
-  }
   bool own_dir = true;
-  for (auto dir = real.parent_path();; dir = dir.parent_path()) {
+  for (auto dir = first;; dir = dir.parent_path()) {
     if (stat(dir.c_str(), &st) != 0) {
-      return absl::NotFoundError(dir.string() + ": " + std::strerror(errno));
+      return absl::NotFoundError(dir.string() + ": " + std::strerror(errno) + suffix);
     }
     if (st.st_uid != 0) {
       return absl::PermissionDeniedError("directory " + dir.string() + " is owned by uid " +
-                                         std::to_string(st.st_uid) + ", not root");
+                                         std::to_string(st.st_uid) + ", not root" + suffix);
     }
     bool sticky_ok = !own_dir && (st.st_mode & S_ISVTX) != 0;
     if ((st.st_mode & 022) != 0 && !sticky_ok) {
       return absl::PermissionDeniedError("directory " + dir.string() +
                                          " is writable by group or others (mode " +
-                                         Octal(st.st_mode) + "); fix with chmod go-w");
+                                         Octal(st.st_mode) + "); fix with chmod go-w" + suffix);
     }
     own_dir = false;
     if (dir == dir.root_path() || dir.empty()) break;
   }
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+Status CheckPluginTrust(const std::filesystem::path& file) {
+  namespace fs = std::filesystem;
+  std::error_code ec;
+  // The name as given: whoever can write the directory holding it can swap
+  // the file (or the symlink) between this check and the load.
+  const fs::path named = fs::absolute(file, ec).lexically_normal();
+  struct stat st {};
+  if (ec || lstat(named.c_str(), &st) != 0) {
+    return absl::NotFoundError(file.string() + ": " + std::strerror(errno));
+  }
+  TRELLIS_RETURN_IF_ERROR(CheckDirectoryChain(named.parent_path(), ""));
+  // What it resolves to: the file that is actually mapped.
+  const fs::path real = fs::canonical(named, ec);
+  if (ec) return absl::NotFoundError(file.string() + ": " + ec.message());
+  const std::string suffix =
+      real == named ? "" : " (reached through the symlink " + named.string() + " -> " +
+                               real.string() + ")";
+  if (stat(real.c_str(), &st) != 0) {
+    return absl::NotFoundError(real.string() + ": " + std::strerror(errno) + suffix);
+  }
+  if (!S_ISREG(st.st_mode)) {
+    return absl::PermissionDeniedError(real.string() + " is not a regular file" + suffix);
+  }
+  if (st.st_uid != 0) {
+    return absl::PermissionDeniedError(real.string() + " is owned by uid " +
+                                       std::to_string(st.st_uid) + ", not root" + suffix);
+  }
+  if ((st.st_mode & 022) != 0) {
+    return absl::PermissionDeniedError(real.string() + " is writable by group or others (mode " +
+                                       Octal(st.st_mode) + "); fix with chmod go-w" + suffix);
+  }
+  if (real != named) TRELLIS_RETURN_IF_ERROR(CheckDirectoryChain(real.parent_path(), suffix));
   return absl::OkStatus();
 }
 
@@ -189,9 +242,12 @@ StatusOr<std::shared_ptr<LoadedPlugin>> LoadedPlugin::Load(const std::filesystem
   const std::string where = "plugin " + file.string();
   Status trust = CheckPluginTrust(file);
   if (!trust.ok()) return Status(trust.code(), where + " refused: " + std::string(trust.message()));
+  // Map the file that was checked, not whatever the name points to by now.
+  std::error_code fs_ec;
+  const std::filesystem::path real = std::filesystem::canonical(file, fs_ec);
   struct stat st {};
-  if (stat(file.c_str(), &st) != 0) {
-    return absl::NotFoundError(where + ": " + std::strerror(errno));
+  if (fs_ec || stat(real.c_str(), &st) != 0) {
+    return absl::NotFoundError(where + ": it vanished while being loaded");
   }
   std::shared_ptr<LoadedPlugin> p(new LoadedPlugin());
   p->path_ = file;
@@ -200,7 +256,7 @@ StatusOr<std::shared_ptr<LoadedPlugin>> LoadedPlugin::Load(const std::filesystem
   p->mtime_ns_ = int64_t(st.st_mtim.tv_sec) * 1000000000 + st.st_mtim.tv_nsec;
   p->lib_ = std::make_unique<Library>();
   boost::dll::fs::error_code ec;
-  p->lib_->lib.load(file, boost::dll::load_mode::rtld_now | boost::dll::load_mode::rtld_local, ec);
+  p->lib_->lib.load(real, boost::dll::load_mode::rtld_now | boost::dll::load_mode::rtld_local, ec);
   if (ec) {
     const char* why = dlerror();
     return absl::FailedPreconditionError(where + " refused: cannot load it: " +

@@ -41,15 +41,17 @@ StatusOr<PluginDescriptor> Negotiate(const trellis_plugin_descriptor* raw);
 
 // Refuses a plugin file unless it, and every directory above it, is owned by
 // root and not writable by group or others (a root-owned sticky directory such
-// as /tmp is accepted above the plugin's own directory). Symlinks are resolved
-// first. The error names the offending path and the reason.
+// as /tmp is accepted above the plugin's own directory). Both the path as named
+// (the directory holding the name decides who can swap it) and, for a symlink,
+// the file it resolves to are checked. The error names the offending path and
+// the reason.
 Status CheckPluginTrust(const std::filesystem::path& file);
 
 // The shared object of a plugin, kept loaded as long as this object lives.
 class LoadedPlugin {
  public:
-  // Loads with RTLD_NOW | RTLD_LOCAL after the trust check, finds the entry
-  // symbol and negotiates. Runs no plugin code but its static initialisers and
+  // Loads with RTLD_NOW | RTLD_LOCAL after the trust check (mapping the
+  // resolved file that was checked), finds the entry symbol and negotiates. Runs no plugin code but its static initialisers and
   // the entry function.
   static StatusOr<std::shared_ptr<LoadedPlugin>> Load(const std::filesystem::path& file);
   ~LoadedPlugin();
