@@ -2,6 +2,10 @@
 
 #include <yaml-cpp/yaml.h>
 
+#include <cerrno>
+#include <cstdint>
+#include <cstdlib>
+#include <cstring>
 #include <fstream>
 #include <regex>
 #include <sstream>
@@ -14,28 +18,40 @@ namespace {
 const std::regex kModuleName("^[a-z0-9][a-z0-9_-]{0,62}$");
 const std::regex kPluginName("^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$");
 const std::regex kInt("^[-+]?[0-9]+$");
+const std::regex kHex("^0x[0-9a-fA-F]+$");
+const std::regex kOct("^0o[0-7]+$");
 const std::regex kFloat(R"(^[-+]?(\.[0-9]+|[0-9]+(\.[0-9]*)?)([eE][-+]?[0-9]+)?$)");
 
+// An integer that does not fit 64 bits stays the text it was: a validator
+// then names the key, rather than the value being rounded silently.
+Json Integer(const std::string& digits, int base) {
+  errno = 0;
+  char* end = nullptr;
+  if (digits[0] == '-') {
+    long long v = std::strtoll(digits.c_str(), &end, base);
+    if (errno == 0 && *end == '\0') return v;
+  } else {
+    unsigned long long v = std::strtoull(digits.c_str(), &end, base);
+    if (errno == 0 && *end == '\0') {
+      if (v <= static_cast<unsigned long long>(INT64_MAX)) return static_cast<int64_t>(v);
+      return static_cast<uint64_t>(v);
+    }
+  }
+  return nullptr;
+}
+
+// Plain (untagged, unquoted) scalars by the YAML 1.2 core schema. `.inf` and
+// `.nan` stay text: JSON cannot hold them.
 Json PlainScalar(const std::string& s) {
   if (s.empty() || s == "~" || s == "null" || s == "Null" || s == "NULL") return nullptr;
   if (s == "true" || s == "True" || s == "TRUE") return true;
   if (s == "false" || s == "False" || s == "FALSE") return false;
-  if (std::regex_match(s, kInt)) {
-    try {
-      return std::stoll(s);
-    } catch (const std::out_of_range&) {
-      return s;
-    }
-  }
-  if (s.size() > 2 && s[0] == '0' && (s[1] == 'x' || s[1] == 'o')) {
-    try {
-      return std::stoll(s.substr(2), nullptr, s[1] == 'x' ? 16 : 8);
-    } catch (const std::exception&) {
-      return s;
-    }
-  }
-  if (std::regex_match(s, kFloat)) return std::stod(s);
-  return s;
+  Json n;
+  if (std::regex_match(s, kInt)) n = Integer(s[0] == '+' ? s.substr(1) : s, 10);
+  else if (std::regex_match(s, kHex)) n = Integer(s.substr(2), 16);
+  else if (std::regex_match(s, kOct)) n = Integer(s.substr(2), 8);
+  else if (std::regex_match(s, kFloat)) n = std::strtod(s.c_str(), nullptr);
+  return n.is_null() ? Json(s) : n;
 }
 
 std::string TypeName(const Json& j) {
@@ -121,7 +137,13 @@ Json YamlToJson(const YAML::Node& node) {
     }
     case YAML::NodeType::Map: {
       Json obj = Json::object();
-      for (const auto& kv : node) obj[kv.first.as<std::string>()] = YamlToJson(kv.second);
+      for (const auto& kv : node) {
+        const std::string key = kv.first.as<std::string>();
+        // YAML forbids duplicate keys; yaml-cpp keeps both and the last one
+        // would silently win.
+        if (obj.contains(key)) throw YAML::ParserException(kv.first.Mark(), "duplicate key '" + key + "'");
+        obj[key] = YamlToJson(kv.second);
+      }
       return obj;
     }
   }
@@ -131,9 +153,10 @@ Json YamlToJson(const YAML::Node& node) {
 StatusOr<NodeConfig> NodeConfigFromJson(const Json& doc, std::string_view origin) {
   NodeConfig cfg;
   cfg.origin = origin;
-  if (doc.is_null()) return absl::InvalidArgumentError(std::string(origin) + ": the config is empty");
+  // Errors name the key; the caller adds where the document came from.
+  if (doc.is_null()) return absl::InvalidArgumentError("the config is empty");
   if (!doc.is_object()) {
-    return absl::InvalidArgumentError(std::string(origin) + ": expected a map at the top, got " + TypeName(doc));
+    return absl::InvalidArgumentError("expected a map at the top, got " + TypeName(doc));
   }
   for (const auto& [k, v] : doc.items()) {
     if (k == "modules") {
@@ -207,7 +230,7 @@ StatusOr<NodeConfig> LoadNodeConfig(const std::filesystem::path& path) {
   if (!own && terway.empty()) {
     return absl::NotFoundError(path.string() + ": no " + std::string(kConfigMapKey) +
                                " and no Terway keys (eni_conf, qos_conf, security_conf, "
-                               "network_policy)");
+                               "network_policy, cni_conf)");
   }
   std::vector<std::string> warnings;
   Json doc = Json::object();
@@ -358,7 +381,7 @@ Json NodeConfigToJson(const NodeConfig& cfg) {
 }
 
 Json Redact(const Json& j) {
-  static const std::regex kSecret("(secret|password|passwd|token|access_?key|credential|private)",
+  static const std::regex kSecret("(secret|password|passwd|token|access_?key|credential|private_?key)",
                                   std::regex::icase);
   if (j.is_object()) {
     Json out = Json::object();

@@ -57,7 +57,9 @@ struct NodeConfig {
 inline constexpr std::string_view kConfigMapKey = "trellis.yaml";
 
 // Converts YAML to JSON. Plain scalars follow the YAML 1.2 core schema
-// (true/false, null, integers, floats); quoted scalars stay strings.
+// (true/false, null, decimal/0x/0o integers, floats; `yes`/`on` are text);
+// quoted and !!str scalars stay strings, as do integers beyond 64 bits.
+// Throws YAML::Exception (with the position) on a duplicate key.
 Json YamlToJson(const YAML::Node& node);
 
 // Validates a JSON node config. Errors name the key path, e.g.
