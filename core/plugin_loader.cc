@@ -55,7 +55,7 @@ template <class Ops>
 Status CopyOps(const Ops* raw, uint32_t host_version, Ops* out, bool* has, const char* iface) {
   *has = false;
   if (raw == nullptr) return absl::OkStatus();
-  const std::string what = std::string(iface) + " ops table";
+  const std::string what = std::string("its ") + iface + " ops table";
   TRELLIS_RETURN_IF_ERROR(
       CopyVersioned(raw, raw->struct_size, offsetof(Ops, version) + sizeof(uint32_t), out, what));
   if (out->version == 0 || out->version > host_version) {
