@@ -11,6 +11,7 @@
 #include <sstream>
 
 #include "core/log.h"
+#include "core/utf8.h"
 
 namespace trellis {
 namespace {
@@ -126,6 +127,9 @@ Json YamlToJson(const YAML::Node& node) {
     case YAML::NodeType::Undefined:
       return nullptr;
     case YAML::NodeType::Scalar: {
+      // yaml-cpp passes undecodable bytes through; every string the config
+      // holds is later serialised as JSON (to plugins, logs, the API).
+      if (!ValidUtf8(node.Scalar())) throw YAML::ParserException(node.Mark(), "invalid UTF-8");
       const std::string& tag = node.Tag();
       if (tag == "!" || tag == "tag:yaml.org,2002:str") return node.Scalar();
       return PlainScalar(node.Scalar());
@@ -139,6 +143,7 @@ Json YamlToJson(const YAML::Node& node) {
       Json obj = Json::object();
       for (const auto& kv : node) {
         const std::string key = kv.first.as<std::string>();
+        if (!ValidUtf8(key)) throw YAML::ParserException(kv.first.Mark(), "invalid UTF-8");
         // YAML forbids duplicate keys; yaml-cpp keeps both and the last one
         // would silently win.
         if (obj.contains(key)) throw YAML::ParserException(kv.first.Mark(), "duplicate key '" + key + "'");

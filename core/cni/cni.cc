@@ -4,6 +4,8 @@
 #include <cstdio>
 #include <regex>
 
+#include "core/utf8.h"
+
 namespace trellis::cni {
 namespace {
 
@@ -30,10 +32,11 @@ std::string Join(const char* const* v, size_t n) {
 }  // namespace
 
 Json ErrorJson(const Error& e, std::string_view cni_version) {
+  // Messages quote what the runtime passed, which may be any bytes.
   Json j = {{"cniVersion", IsSupportedVersion(cni_version) ? std::string(cni_version) : kLatestVersion},
             {"code", e.code},
-            {"msg", e.msg}};
-  if (!e.details.empty()) j["details"] = e.details;
+            {"msg", SanitizeUtf8(e.msg)}};
+  if (!e.details.empty()) j["details"] = SanitizeUtf8(e.details);
   return j;
 }
 
@@ -78,6 +81,16 @@ std::optional<Error> ReadEnvironment(const std::function<const char*(const char*
   env->ifname = get("CNI_IFNAME");
   env->args = get("CNI_ARGS");
   env->path = get("CNI_PATH");
+  // Everything here travels to trellisd in protobuf strings, which must be
+  // UTF-8.
+  for (const auto& [name, value] : {std::pair<const char*, const std::string*>{"CNI_COMMAND", &env->command},
+                                    {"CNI_CONTAINERID", &env->container_id},
+                                    {"CNI_NETNS", &env->netns},
+                                    {"CNI_IFNAME", &env->ifname},
+                                    {"CNI_ARGS", &env->args},
+                                    {"CNI_PATH", &env->path}}) {
+    if (!ValidUtf8(*value)) return Err(kInvalidEnvironment, std::string(name) + " is not valid UTF-8");
+  }
   const std::string& c = env->command;
   if (c.empty()) return Err(kInvalidEnvironment, "CNI_COMMAND is not set");
   if (c != "ADD" && c != "DEL" && c != "CHECK" && c != "GC" && c != "STATUS" && c != "VERSION") {
@@ -180,6 +193,7 @@ std::optional<Error> ParseNetConf(std::string_view text, NetConf* out) {
 }
 
 std::optional<Error> ParseCniArgs(std::string_view text, PodArgs* out) {
+  if (!ValidUtf8(text)) return Err(kInvalidEnvironment, "CNI_ARGS is not valid UTF-8");
   bool ignore_unknown = false;
   std::vector<std::pair<std::string, std::string>> unknown;
   size_t i = 0;
