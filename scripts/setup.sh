@@ -13,6 +13,8 @@ packages=(
   libabsl-dev libc-ares-dev libre2-dev zlib1g-dev libssl-dev
   libsqlite3-dev libnftables-dev libcpp-httplib-dev
   libgtest-dev libgmock-dev
+  # fuzzing (tests/fuzz, -DTRELLIS_FUZZ=ON): clang with libFuzzer
+  clang libclang-rt-14-dev
   # run and test
   iproute2 nftables iptables iputils-ping procps psmisc
   containernetworking-plugins podman runc busybox-static
