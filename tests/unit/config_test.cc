@@ -125,6 +125,17 @@ TEST(ParseNodeConfig, DuplicateKeysAreRefusedWithTheirLine) {
             "node.yaml: invalid YAML at line 3, column 3: duplicate key 'qos'");
 }
 
+// Every string a config holds is later serialised as JSON, which needs UTF-8.
+TEST(ParseNodeConfig, InvalidUtf8IsRefusedWithItsPosition) {
+  EXPECT_EQ(ConfigError("modules:\n  qos:\n    config: {name: \"caf\xc3\"}\n"),
+            "node.yaml: invalid YAML at line 3, column 20: invalid UTF-8");
+  EXPECT_EQ(ConfigError("modules: {\xff: true}\n"),
+            "node.yaml: invalid YAML at line 1, column 11: invalid UTF-8");
+  auto ok = ParseNodeConfig("modules: {qos: {config: {name: caf\xc3\xa9}}}\n", "x");
+  ASSERT_TRUE(ok.ok()) << ok.status();
+  EXPECT_EQ(ok->modules.at("qos").config["name"], "caf\xc3\xa9");
+}
+
 // ------------------------------------------------------------ node config --
 
 TEST(ParseNodeConfig, EmbeddedDefaultParses) {
