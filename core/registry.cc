@@ -3,6 +3,7 @@
 #include <spdlog/spdlog.h>
 
 #include <algorithm>
+#include <optional>
 #include <set>
 
 #include "core/store.h"
@@ -102,15 +103,16 @@ std::shared_ptr<const ModuleSet> ModuleRegistry::Current() const {
   return current_;
 }
 
-Status ModuleRegistry::Apply(const NodeConfig& next) {
+Status ModuleRegistry::Apply(const NodeConfig& next, Mode mode) {
   std::unique_lock transition(transition_mu_);
 
-  enum class Kind { kKeep, kStart, kStop, kReconfigure, kReplace, kDisabled };
+  enum class Kind { kKeep, kStart, kStop, kReconfigure, kReplace, kDisabled, kFailed };
   struct Plan {
     Kind kind;
     std::string name;
     ModuleConfig config;
     std::shared_ptr<LoadedPlugin> plugin;  // for kStart / kReplace
+    std::string error;                     // for kFailed
   };
   std::vector<Plan> plans;
   std::vector<std::string> errors;
@@ -125,19 +127,21 @@ Status ModuleRegistry::Apply(const NodeConfig& next) {
   // Phase 1: load and validate everything; nothing changes yet.
   for (const auto& name : names) {
     std::shared_ptr<Module> running;
-    ModuleConfig current_config;
+    std::optional<ModuleConfig> failing;  // asked for before, and not running
     {
       std::lock_guard lock(entries_mu_);
       if (auto it = entries_.find(name); it != entries_.end()) {
         running = it->second.module;
-        current_config = it->second.config;
+        if (!running && it->second.config.enabled) failing = it->second.config;
       }
     }
     auto want = next.modules.find(name);
     bool enable = want != next.modules.end() && want->second.enabled;
     if (!enable) {
-      ModuleConfig cfg = want != next.modules.end() ? want->second : ModuleConfig{name};
-      plans.push_back({running ? Kind::kStop : Kind::kDisabled, name, cfg, nullptr});
+      ModuleConfig cfg;
+      if (want != next.modules.end()) cfg = want->second;
+      else cfg.name = name;
+      plans.push_back({running ? Kind::kStop : Kind::kDisabled, name, cfg, nullptr, ""});
       continue;
     }
     const ModuleConfig& cfg = want->second;
@@ -151,7 +155,11 @@ Status ModuleRegistry::Apply(const NodeConfig& next) {
       if (prepared.status().code() != absl::StatusCode::kInvalidArgument) {
         m_load_failures_.Add({name});
       }
-      errors.emplace_back(prepared.status().message());
+      if (mode == Mode::kBestEffort || (failing && *failing == cfg)) {
+        plans.push_back({Kind::kFailed, name, cfg, nullptr, std::string(prepared.status().message())});
+      } else {
+        errors.emplace_back(prepared.status().message());
+      }
       continue;
     }
     Kind kind;
@@ -159,7 +167,7 @@ Status ModuleRegistry::Apply(const NodeConfig& next) {
     else if (prepared->plugin != running->plugin()) kind = Kind::kReplace;
     else if (cfg.config != running->config().config) kind = Kind::kReconfigure;
     else kind = Kind::kKeep;
-    plans.push_back({kind, name, cfg, prepared->plugin});
+    plans.push_back({kind, name, cfg, prepared->plugin, ""});
   }
   if (!errors.empty()) {
     return absl::InvalidArgumentError("config refused, running modules unchanged: " +
@@ -169,14 +177,21 @@ Status ModuleRegistry::Apply(const NodeConfig& next) {
   // One provider per interface in the resulting set.
   std::map<std::string, std::vector<std::string>> providers;
   for (const auto& p : plans) {
-    if (p.kind == Kind::kStop || p.kind == Kind::kDisabled) continue;
+    if (p.kind == Kind::kStop || p.kind == Kind::kDisabled || p.kind == Kind::kFailed) continue;
     for (const auto& iface : p.plugin->descriptor().Interfaces()) providers[iface].push_back(p.name);
   }
   for (const auto& [iface, mods] : providers) {
-    if (mods.size() > 1) {
-      return absl::FailedPreconditionError("config refused, running modules unchanged: modules " +
-                                           Join(mods, " and ") + " both provide the " + iface +
-                                           " interface; enable only one");
+    if (mods.size() <= 1) continue;
+    const std::string why =
+        "modules " + Join(mods, " and ") + " both provide the " + iface + " interface; enable only one";
+    if (mode != Mode::kBestEffort) {
+      return absl::FailedPreconditionError("config refused, running modules unchanged: " + why);
+    }
+    for (auto& p : plans) {
+      if (std::find(mods.begin(), mods.end(), p.name) == mods.end()) continue;
+      p.kind = Kind::kFailed;
+      p.error = why;
+      p.plugin.reset();
     }
   }
 
@@ -251,6 +266,12 @@ Status ModuleRegistry::Apply(const NodeConfig& next) {
       e->config = p.config;
     }
     switch (p.kind) {
+      case Kind::kFailed:
+        e->plugin_path = PluginPath(plugin_dir_, p.config.plugin).string();
+        e->last_error = p.error;
+        failures.push_back(p.error);
+        spdlog::error("module {} cannot start: {}", p.name, p.error);
+        break;
       case Kind::kDisabled:
       case Kind::kStop:
         e->plugin_path.clear();

@@ -76,11 +76,23 @@ class ModuleRegistry : public HostServices {
 
   void SetObserver(ModuleObserver* observer) { observer_ = observer; }
 
-  // Validates `next` completely, then applies it. An invalid config changes
-  // nothing and returns InvalidArgument naming the key; a refused transition
-  // returns FailedPrecondition. A module whose create() or reconfigure() fails
-  // is reported in the returned status; the others are applied.
-  Status Apply(const NodeConfig& next);
+  enum class Mode {
+    // A live change: validated completely first. A module whose plugin cannot
+    // be loaded or whose config its plugin refuses makes the whole change
+    // invalid (InvalidArgument naming the key): nothing changes. Exception: a
+    // module that was failing already and whose settings did not change stays
+    // failed without blocking the rest.
+    kAllOrNothing,
+    // Startup: there is no running config to keep. Such a module is marked
+    // failed with its reason and the others start.
+    kBestEffort,
+  };
+  // Applies `next`. A refused transition (would strand pods, two providers of
+  // one interface) returns FailedPrecondition and changes nothing. A module
+  // whose create() or reconfigure() fails (or, in kBestEffort, which cannot
+  // be loaded or validated) is reported in the returned Unavailable status;
+  // the others are applied.
+  Status Apply(const NodeConfig& next, Mode mode = Mode::kAllOrNothing);
 
   // The running modules now. Pod operations hold `ReaderLock()` for their
   // duration, so that no module is reconfigured or stopped under them.
