@@ -53,6 +53,7 @@ struct Daemon::Impl {
   Json applied_config;  // what the registry runs
   std::string config_origin;
   std::string last_config_error;
+  std::string applied_config_error;  // failures left when `applied_config` was applied
   std::string current_log_file;
   int64_t started_unix = NowUnix();
   Metric m_reloads, m_store_errors, m_build_info, m_refused;
@@ -272,7 +273,9 @@ Status Daemon::Impl::Start() {
 }
 
 Status Daemon::Impl::ApplyConfig(const NodeConfig& cfg, bool startup) {
-  Status s = registry->Apply(cfg);
+  // At startup nothing runs yet: start what can run, mark the rest failed.
+  Status s = registry->Apply(cfg, startup ? ModuleRegistry::Mode::kBestEffort
+                                          : ModuleRegistry::Mode::kAllOrNothing);
   std::lock_guard lock(config_mu);
   if (s.code() == absl::StatusCode::kInvalidArgument ||
       s.code() == absl::StatusCode::kFailedPrecondition) {
@@ -290,6 +293,7 @@ Status Daemon::Impl::ApplyConfig(const NodeConfig& cfg, bool startup) {
     last_config_error.clear();
     m_reloads.Add({"applied"});
   }
+  applied_config_error = last_config_error;
   return absl::OkStatus();
 }
 
@@ -305,22 +309,33 @@ void Daemon::Impl::Reload() {
   }
   {
     std::lock_guard lock(config_mu);
-    if (NodeConfigToJson(*cfg) == applied_config) return;
+    // Back to what runs (e.g. a refused edit was reverted): nothing to apply,
+    // and the refusal no longer describes the config.
+    if (NodeConfigToJson(*cfg) == applied_config) {
+      last_config_error = applied_config_error;
+      return;
+    }
   }
   for (const auto& w : cfg->warnings) spdlog::warn("config: {}", w);
   spdlog::info("node config changed ({}), applying", cfg->origin);
-  if (cfg->log_file != current_log_file || cfg->log_level != applied_config.value("log_level", "")) {
+  std::string previous_level;
+  {
+    std::lock_guard lock(config_mu);
+    previous_level = applied_config.value("log_level", "");
+  }
+  if (Status s = ApplyConfig(*cfg, false); !s.ok()) {
+    // Refused as a whole: the log settings and the MTU stay as they are too.
+    spdlog::error("new node config refused, the running config stays in force: {}", s.message());
+    return;
+  }
+  if (cfg->log_file != current_log_file || cfg->log_level != previous_level) {
     if (Status s = SetupLogging(cfg->log_level, cfg->log_file); !s.ok()) {
       spdlog::error("log settings refused: {}", s.message());
     }
     current_log_file = cfg->log_file;
   }
   pipeline->SetDefaultMtu(cfg->datapath.mtu);
-  if (Status s = ApplyConfig(*cfg, false); !s.ok()) {
-    spdlog::error("new node config refused, the running config stays in force: {}", s.message());
-  } else {
-    spdlog::info("node config applied");
-  }
+  spdlog::info("node config applied");
 }
 
 v1::DaemonStatus Daemon::Impl::StatusProto() {
