@@ -221,7 +221,7 @@ class Ctl {
         out_ << "description: " << j["description"].get<std::string>() << "\n";
       }
     } else {
-      out_ << "refused: " << j["reason"].get<std::string>() << "\n";
+      out_ << j["reason"].get<std::string>() << "\n";  // "plugin FILE refused: why"
     }
     return j["loadable"] ? kCtlOk : kCtlNegative;
   }
