@@ -83,9 +83,16 @@ TEST_F(Loader, GoodPluginLoadsWithItsDescriptor) {
 // The library stays mapped while anything holds the LoadedPlugin (a Module
 // holds it until after destroy()), and goes when the last holder lets go.
 TEST_F(Loader, LibraryStaysLoadedExactlyAsLongAsItIsHeld) {
-  for (const char* name : {"good", "older_ops"}) {
-    SCOPED_TRACE(name);
-    fs::path f = Stage(name);
+  std::vector<fs::path> plugins = {Stage("good"), Stage("echo"), Stage("throws"),
+                                   Stage("older_ops")};
+  for (const auto& e : fs::directory_iterator(test::PluginBuildDir())) {
+    fs::path f = dir_ / e.path().filename();
+    fs::copy_file(e.path(), f);
+    chmod(f.c_str(), 0644);
+    plugins.push_back(f);
+  }
+  for (const fs::path& f : plugins) {
+    SCOPED_TRACE(f.filename().string());
     auto p = LoadedPlugin::Load(f);
     ASSERT_TRUE(p.ok()) << p.status();
     std::shared_ptr<LoadedPlugin> held = *p;
@@ -93,6 +100,28 @@ TEST_F(Loader, LibraryStaysLoadedExactlyAsLongAsItIsHeld) {
     ASSERT_TRUE(Mapped(f));
     held.reset();
     EXPECT_FALSE(Mapped(f)) << "the library is still mapped after its last holder let go";
+  }
+}
+
+// trellis_add_plugin() leaves one dynamic symbol: nothing of a plugin can be
+// interposed on by another, or pin it in memory (STB_GNU_UNIQUE).
+TEST_F(Loader, EveryPluginExportsOnlyItsEntrySymbol) {
+  std::vector<fs::path> files;
+  for (const auto& dir : {test::PluginBuildDir(), fs::path(TRELLIS_TEST_FIXTURE_DIR)}) {
+    for (const auto& e : fs::directory_iterator(dir)) {
+      if (e.path().extension() == ".so" && e.path().filename() != "fx_no_entry.so") {
+        files.push_back(e.path());
+      }
+    }
+  }
+  ASSERT_GE(files.size(), 10u);
+  for (const auto& f : files) {
+    auto nm = test::Run({"nm", "-D", "--defined-only", f.string()});
+    ASSERT_EQ(nm.exit_code, 0) << nm.err;
+    std::istringstream lines(nm.out);
+    std::vector<std::string> symbols;
+    for (std::string line; std::getline(lines, line);) symbols.push_back(line.substr(line.rfind(' ') + 1));
+    EXPECT_EQ(symbols, std::vector<std::string>{TRELLIS_PLUGIN_ENTRY_SYMBOL}) << f << "\n" << nm.out;
   }
 }
 
