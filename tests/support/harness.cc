@@ -226,7 +226,8 @@ Daemon::~Daemon() { Stop(); }
 bool Daemon::Start(std::string* why) {
   std::vector<std::string> argv;
   if (node_) argv = {"ip", "netns", "exec", node_->name()};
-  std::vector<std::string> daemon = {(BinDir() / "trellisd").string(), "--socket", socket_.string(),
+  const fs::path bin = opts_.bin_dir.empty() ? BinDir() : opts_.bin_dir;
+  std::vector<std::string> daemon = {(bin / "trellisd").string(), "--socket", socket_.string(),
                                    "--state-dir", state_dir_.string(), "--plugin-dir",
                                    opts_.plugin_dir.string(), "--metrics-addr", opts_.metrics_addr};
   argv.insert(argv.end(), daemon.begin(), daemon.end());
@@ -296,7 +297,8 @@ std::string Daemon::Log() const {
 }
 
 RunResult Daemon::Ctl(const std::vector<std::string>& args) const {
-  std::vector<std::string> argv = {(BinDir() / "trellisctl").string(), "--socket", socket_.string(),
+  const fs::path bin = opts_.bin_dir.empty() ? BinDir() : opts_.bin_dir;
+  std::vector<std::string> argv = {(bin / "trellisctl").string(), "--socket", socket_.string(),
                                    "--plugin-dir", opts_.plugin_dir.string(), "--timeout", "5000"};
   argv.insert(argv.end(), args.begin(), args.end());
   return Run(argv);

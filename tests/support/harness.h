@@ -97,6 +97,9 @@ struct DaemonOptions {
   // host or another test. host_netns runs it in the caller's namespace.
   bool host_netns = false;
   std::map<std::string, std::string> env;
+  // Where trellisd and trellisctl come from; default: the build's bin dir
+  // (an install prefix's bin/ to test what `cmake --install` lays out).
+  fs::path bin_dir;
 };
 
 // A trellisd under test, in its own temp state dir and socket.
