@@ -5,9 +5,12 @@
 #include <trellis/abi.h>
 
 #include <arpa/inet.h>
+#include <sys/socket.h>
 
 #include <array>
+#include <cstddef>
 #include <cstdint>
+#include <cstdlib>
 #include <cstring>
 #include <map>
 #include <nlohmann/json.hpp>
@@ -15,6 +18,7 @@
 #include <stdexcept>
 #include <string>
 #include <string_view>
+#include <type_traits>
 #include <vector>
 
 namespace trellis::sdk {
