@@ -244,7 +244,12 @@ class Ctl {
       }
     }
     Json j = {{"path", path}, {"valid", errors.empty()}, {"errors", errors}, {"modules", modules}};
-    if (cfg.ok()) j["warnings"] = cfg->warnings;
+    if (cfg.ok()) {
+      j["warnings"] = cfg->warnings;
+      // What the file or directory resolves to (Terway keys mapped, the
+      // trellis.yaml patch merged), secrets redacted.
+      j["config"] = Redact(NodeConfigToJson(*cfg));
+    }
     if (json()) {
       out_ << j.dump(2) << "\n";
     } else if (errors.empty()) {
