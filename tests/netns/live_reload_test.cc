@@ -5,6 +5,7 @@
 // leaves the running modules untouched and is reported, a transition that
 // would strand a pod is refused, and the Terway keys are read and mapped.
 #include <gtest/gtest.h>
+#include <sys/stat.h>
 
 #include <fstream>
 #include <sstream>
@@ -218,6 +219,41 @@ TEST_F(LiveReload, InvalidChangesLeaveTheRunningModulesUntouchedAndAreReported) 
   EXPECT_EQ(Snapshot(*d), running);
   EXPECT_NE(d->Log().find("new node config refused, the running config stays in force"),
             std::string::npos);
+}
+
+// A module that failed at startup (here: its plugin file is world-writable)
+// stays failed without making every later change invalid, and starts once
+// the file is fixed and the config changes.
+TEST_F(LiveReload, AFailingModuleDoesNotBlockChangesToTheOthers) {
+  plugins_.Add(Fixture("echo"), "echo-ww.so");
+  const fs::path ww = plugins_.path() / "echo-ww.so";
+  chmod(ww.c_str(), 0666);
+  auto yaml = [&](int level) {
+    return Yaml("  qos: false\n  policy: false\n  broken: {plugin: echo-ww}\n"
+                "  echo: {plugin: fx_echo, config: {level: " + std::to_string(level) + "}}\n");
+  };
+  Write(yaml(1));
+  auto d = std::make_unique<Daemon>(DaemonOptions{
+      .config_path = cm_.path(), .plugin_dir = plugins_.path(), .wait_ready = false});
+  std::string why;
+  ASSERT_TRUE(d->Start(&why)) << why;
+  auto mods = Modules(*d);
+  ASSERT_EQ(mods["broken"]["state"], "failed");
+  EXPECT_NE(mods["broken"]["message"].get<std::string>().find("is writable by group or others (mode 0666)"),
+            std::string::npos);
+  ASSERT_EQ(mods["echo"]["state"], "running");
+
+  Write(yaml(2));
+  ASSERT_TRUE(WaitFor([&] { return Modules(*d)["echo"]["status"]["config"]["level"] == 2; }))
+      << ConfigError(*d);
+  EXPECT_EQ(State(*d, "broken"), "failed");
+  EXPECT_NE(ConfigError(*d).find("mode 0666"), std::string::npos) << ConfigError(*d);
+
+  chmod(ww.c_str(), 0644);
+  Write(yaml(3));
+  ASSERT_TRUE(WaitFor([&] { return State(*d, "broken") == "running"; })) << ConfigError(*d);
+  EXPECT_EQ(ConfigError(*d), "");
+  EXPECT_EQ(DaemonStatus(*d)["ready"], true);
 }
 
 TEST_F(LiveReload, DisablingIpamWhileAPodHoldsAnAddressIsRefused) {
