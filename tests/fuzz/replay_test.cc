@@ -12,7 +12,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size);
 
 namespace {
 
-TEST(FuzzCorpus, EveryInputPasses) {
+TEST(TRELLIS_FUZZ_SUITE, EveryInputPasses) {
   const std::filesystem::path dir = TRELLIS_FUZZ_CORPUS;
   size_t inputs = 0;
   for (const auto& entry : std::filesystem::directory_iterator(dir)) {
