@@ -25,44 +25,62 @@ std::string ReadAll(const fs::path& p) {
   return ss.str();
 }
 
+// One test (ctest runs each test in its own process, and installing and
+// building is the slow part): the steps below run in order on one prefix.
 class SdkExample : public ::testing::Test {
  protected:
-  // Installs once for the suite: the slow part.
-  static void SetUpTestSuite() {
-    tmp_ = new TempDir();
-    prefix_ = tmp_->path() / "prefix";
-    auto r = test::Run({"cmake", "--install", BuildDir().string(), "--prefix", prefix_.string()}, {}, "",
-                 5min);
-    ASSERT_EQ(r.exit_code, 0) << r.out << r.err;
-    fs::path src = tmp_->path() / "src";  // out of the tree: nothing relative reaches back
-    fs::copy(SourceDir() / "sdk" / "examples" / "static-pool", src, fs::copy_options::recursive);
-    example_build_ = tmp_->path() / "build";
-    configure_ = test::Run({"cmake", "-S", src.string(), "-B", example_build_.string(),
-                      "-DCMAKE_PREFIX_PATH=" + prefix_.string(), "-DCMAKE_BUILD_TYPE=Release",
-                      "-DCMAKE_EXPORT_COMPILE_COMMANDS=ON"},
-                     {}, "", 5min);
-    ASSERT_EQ(configure_.exit_code, 0) << configure_.out << configure_.err;
-    build_ = test::Run({"cmake", "--build", example_build_.string()}, {}, "", 10min);
-    ASSERT_EQ(build_.exit_code, 0) << build_.out << build_.err;
-  }
-  static void TearDownTestSuite() {
-    delete tmp_;
-    tmp_ = nullptr;
-  }
   void SetUp() override {
-    if (configure_.exit_code != 0 || build_.exit_code != 0) GTEST_SKIP() << "setup failed above";
+    prefix_ = tmp_.path() / "prefix";
+    auto r = test::Run({"cmake", "--install", BuildDir().string(), "--prefix", prefix_.string()},
+                       {}, "", 5min);
+    ASSERT_EQ(r.exit_code, 0) << r.out << r.err;
+    fs::path src = tmp_.path() / "src";  // out of the tree: nothing relative reaches back
+    fs::copy(SourceDir() / "sdk" / "examples" / "static-pool", src, fs::copy_options::recursive);
+    example_build_ = tmp_.path() / "build";
+    auto configure = test::Run({"cmake", "-S", src.string(), "-B", example_build_.string(),
+                                "-DCMAKE_PREFIX_PATH=" + prefix_.string(),
+                                "-DCMAKE_BUILD_TYPE=Release", "-DCMAKE_EXPORT_COMPILE_COMMANDS=ON"},
+                               {}, "", 5min);
+    ASSERT_EQ(configure.exit_code, 0) << configure.out << configure.err;
+    auto build = test::Run({"cmake", "--build", example_build_.string()}, {}, "", 10min);
+    ASSERT_EQ(build.exit_code, 0) << build.out << build.err;
   }
-  static fs::path Plugin() { return example_build_ / "static-pool.so"; }
+  fs::path Plugin() const { return example_build_ / "static-pool.so"; }
 
-  static TempDir* tmp_;
-  static fs::path prefix_, example_build_;
-  static RunResult configure_, build_;
+  void InstallLaysOutBinariesPluginsHeadersAndThePackage();
+  void BuiltAgainstThePrefixOnly();
+  void ExportsOnlyTheEntrySymbol();
+  void PackageRefusesAnotherMajor();
+  void InstalledDaemonLoadsItAndPodsGetAddressesFromItsList();
+
+  TempDir tmp_;
+  fs::path prefix_, example_build_;
 };
-TempDir* SdkExample::tmp_ = nullptr;
-fs::path SdkExample::prefix_, SdkExample::example_build_;
-RunResult SdkExample::configure_, SdkExample::build_;
 
-TEST_F(SdkExample, InstallLaysOutBinariesPluginsHeadersAndThePackage) {
+TEST_F(SdkExample, InstallBuildOutOfTreeAndServePodAddresses) {
+  {
+    SCOPED_TRACE("install layout");
+    InstallLaysOutBinariesPluginsHeadersAndThePackage();
+  }
+  {
+    SCOPED_TRACE("built against the prefix only");
+    BuiltAgainstThePrefixOnly();
+  }
+  {
+    SCOPED_TRACE("exports");
+    ExportsOnlyTheEntrySymbol();
+  }
+  {
+    SCOPED_TRACE("package version");
+    PackageRefusesAnotherMajor();
+  }
+  {
+    SCOPED_TRACE("installed daemon");
+    InstalledDaemonLoadsItAndPodsGetAddressesFromItsList();
+  }
+}
+
+void SdkExample::InstallLaysOutBinariesPluginsHeadersAndThePackage() {
   for (const char* rel :
        {"bin/trellisd", "bin/trellis", "bin/trellisctl", "lib/trellis/plugins/ipam.so",
         "lib/trellis/plugins/qos.so", "lib/trellis/plugins/policy.so", "lib/trellis/plugins/eni.so",
@@ -74,7 +92,7 @@ TEST_F(SdkExample, InstallLaysOutBinariesPluginsHeadersAndThePackage) {
   }
 }
 
-TEST_F(SdkExample, BuiltAgainstThePrefixOnly) {
+void SdkExample::BuiltAgainstThePrefixOnly() {
   std::string cache = ReadAll(example_build_ / "CMakeCache.txt");
   EXPECT_NE(cache.find("TrellisSDK_DIR:PATH=" + (prefix_ / "lib/cmake/TrellisSDK").string()),
             std::string::npos);
@@ -89,7 +107,7 @@ TEST_F(SdkExample, BuiltAgainstThePrefixOnly) {
 }
 
 // trellis_add_plugin() hides everything but the entry point.
-TEST_F(SdkExample, ExportsOnlyTheEntrySymbol) {
+void SdkExample::ExportsOnlyTheEntrySymbol() {
   auto nm = test::Run({"nm", "-D", "--defined-only", Plugin().string()});
   ASSERT_EQ(nm.exit_code, 0) << nm.err;
   std::set<std::string> symbols;
@@ -101,8 +119,8 @@ TEST_F(SdkExample, ExportsOnlyTheEntrySymbol) {
 }
 
 // The package's version file: SameMajorVersion.
-TEST_F(SdkExample, PackageRefusesAnotherMajor) {
-  fs::path dir = tmp_->path() / "wants-v2";
+void SdkExample::PackageRefusesAnotherMajor() {
+  fs::path dir = tmp_.path() / "wants-v2";
   fs::create_directories(dir);
   std::ofstream(dir / "CMakeLists.txt") << "cmake_minimum_required(VERSION 3.20)\n"
                                            "project(wants_v2 LANGUAGES NONE)\n"
@@ -113,9 +131,9 @@ TEST_F(SdkExample, PackageRefusesAnotherMajor) {
   EXPECT_NE(r.err.find("compatible with requested version \"2\""), std::string::npos) << r.err;
 }
 
-TEST_F(SdkExample, InstalledDaemonLoadsItAndPodsGetAddressesFromItsList) {
+void SdkExample::InstalledDaemonLoadsItAndPodsGetAddressesFromItsList() {
   // The installed plugins plus the example, in a root-owned 0755 directory.
-  fs::path plugins = tmp_->path() / "plugins";
+  fs::path plugins = tmp_.path() / "plugins";
   fs::create_directory(plugins);
   chmod(plugins.c_str(), 0755);
   for (const auto& e : fs::directory_iterator(prefix_ / "lib/trellis/plugins")) {
