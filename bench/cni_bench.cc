@@ -34,6 +34,7 @@ struct Options {
   std::vector<int> concurrency = {1, 8};
   std::vector<std::string> configs = {"trellis", "trellis-qos", "ptp", "ptp-bw"};
   int rss_pods = 500;
+  int startup_runs = 0;  // >0: compare the CNI binary linked static vs dynamic gRPC
   std::string json_out;
 };
 
@@ -182,6 +183,7 @@ int main(int argc, char** argv) {
       return out;
     };
     if (a == "--pods") o.pods = std::stoi(next());
+    else if (a == "--startup") o.startup_runs = std::stoi(next());
     else if (a == "--rss-pods") o.rss_pods = std::stoi(next());
     else if (a == "--json") o.json_out = next();
     else if (a == "--configs") o.configs = list(next());
@@ -200,6 +202,35 @@ int main(int argc, char** argv) {
 
   std::vector<BenchResult> results;
   Json rss = Json::object();
+  Json startup = Json::object();
+  if (o.startup_runs > 0) {
+    // One full CNI invocation (STATUS: connect, one RPC, exit) per run, so the
+    // figure is the binary's start-up and gRPC set-up plus one round trip.
+    Netns node("bn");
+    Enter(node.path());
+    Daemon daemon(DaemonOptions{.config_yaml = "modules:\n  ipam: {config: {ranges: [{subnet: 10.200.0.0/16}]}}\n",
+                                .host_netns = true});
+    std::string why;
+    if (!daemon.Start(&why)) {
+      std::cerr << why << "\n";
+      return 1;
+    }
+    for (const char* bin : {"trellis", "trellis-dynamic-grpc"}) {
+      std::vector<double> ms;
+      for (int i = 0; i < o.startup_runs; ++i) {
+        auto t0 = Clock::now();
+        auto r = Cni({.command = "STATUS", .config = daemon.NetConf()}, BinDir() / bin);
+        ms.push_back(std::chrono::duration<double, std::milli>(Clock::now() - t0).count());
+        if (r.exit_code != 0) std::cerr << bin << " STATUS failed: " << r.out << "\n";
+      }
+      Stats s = Summarize(ms);
+      startup[bin] = {{"p50_ms", s.p50}, {"p99_ms", s.p99}};
+      std::printf("%-22s STATUS round trip (whole process) p50 %6.2f ms p99 %6.2f ms\n", bin, s.p50, s.p99);
+    }
+    std::printf("static gRPC is x%.1f faster (p50)\n",
+                startup["trellis-dynamic-grpc"]["p50_ms"].get<double>() / startup["trellis"]["p50_ms"].get<double>());
+    setns(host_fd, CLONE_NEWNET);
+  }
   for (const auto& config : o.configs) {
     TempDir tmp;
     Netns node("bn");
@@ -282,7 +313,7 @@ int main(int argc, char** argv) {
     }
   }
   if (!o.json_out.empty()) {
-    Json j = {{"results", Json::array()}, {"rss", rss}};
+    Json j = {{"results", Json::array()}, {"rss", rss}, {"startup", startup}};
     for (const auto& r : results) {
       j["results"].push_back({{"config", r.config}, {"concurrency", r.concurrency}, {"pods", r.pods},
                               {"add_p50_ms", r.add_ms.p50}, {"add_p99_ms", r.add_ms.p99},
