@@ -754,6 +754,23 @@ TEST_F(EcsEmulatorTest, FaultsAreInjectedAndCounted) {
   EXPECT_TRUE(Contains(bad.body["error"], "latency_ms")) << bad.body.dump();
 }
 
+TEST_F(EcsEmulatorTest, FlowControlThrottlesPerAction) {
+  ASSERT_NO_FATAL_FAILURE(Start());
+  // A burst of 2, then one call every 2 s.
+  ASSERT_TRUE(emu_->SetRateLimit("DescribeVSwitches", 0.5, 2));
+  EXPECT_EQ(c1_.Call("DescribeVSwitches").status, 200);
+  EXPECT_EQ(c2_.Call("DescribeVSwitches").status, 200);
+  Reply r = c1_.Call("DescribeVSwitches");
+  EXPECT_EQ(r.status, 400) << r;
+  EXPECT_EQ(r.Code(), "Throttling.User");
+  EXPECT_EQ(c1_.Call("DescribeInstanceTypes").status, 200);  // other actions are not limited
+  ASSERT_TRUE(WaitFor([&] { return c1_.Call("DescribeVSwitches").status == 200; },
+                      std::chrono::seconds(10)));
+  ASSERT_TRUE(emu_->SetRateLimit("DescribeVSwitches", 0, 0));
+  for (int i = 0; i < 4; ++i) EXPECT_EQ(c1_.Call("DescribeVSwitches").status, 200);
+  EXPECT_GE(emu_->State()["errors"]["DescribeVSwitches"]["Throttling.User"], 1);
+}
+
 TEST_F(EcsEmulatorTest, SecurityGroupRulesAreAuthorizedDescribedAndRevoked) {
   ASSERT_NO_FATAL_FAILURE(Start());
   Params http = {{"SecurityGroupId", "sg-test"}, {"IpProtocol", "tcp"}, {"PortRange", "80/80"},
@@ -1038,6 +1055,14 @@ TEST_F(EcsEmulatorTest, ScenarioErrorsNameTheField) {
   EcsEmulator bad_type(s);
   EXPECT_FALSE(bad_type.Start(&why));
   EXPECT_TRUE(Contains(why, "instances[0].type")) << why;
+  EXPECT_EQ(NonLoopbackLinks(*node1_), "");
+
+  // The primary ENI becomes eth0: a node that has one already is refused.
+  ASSERT_EQ(node2_->Exec("ip link add eth0 type veth peer name eth0-peer").exit_code, 0);
+  EcsEmulator taken(Scenario());
+  EXPECT_FALSE(taken.Start(&why));
+  EXPECT_TRUE(Contains(why, "instances[1].netns")) << why;
+  EXPECT_TRUE(Contains(why, "eth0")) << why;
   EXPECT_EQ(NonLoopbackLinks(*node1_), "");
 }
 

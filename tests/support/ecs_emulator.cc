@@ -72,6 +72,19 @@ std::string EcsEmulator::Log() const {
 }
 
 bool EcsEmulator::Start(std::string* why) {
+  // The admin port is picked free, then bound by the emulator: another
+  // process may take it in between. Try again with another one then.
+  for (int attempt = 0;; ++attempt) {
+    std::string reason;
+    if (StartOnce(&reason)) return true;
+    if (attempt == 2 || reason.find("Address already in use") == std::string::npos) {
+      if (why) *why = reason;
+      return false;
+    }
+  }
+}
+
+bool EcsEmulator::StartOnce(std::string* why) {
   std::ofstream(dir_ / "scenario.json") << scenario_.dump(1);
   admin_port_ = FreePort();
   std::vector<std::string> argv = {
@@ -211,6 +224,12 @@ bool EcsEmulator::ClearFaults() { return Admin("DELETE", "/faults").ok(); }
 
 bool EcsEmulator::SetConsistencyDelay(int ms) {
   return Admin("POST", "/consistency", {{"delay_ms", ms}}).ok();
+}
+
+bool EcsEmulator::SetRateLimit(const std::string& action, double per_second, int burst) {
+  return Admin("POST", "/rate_limit",
+               {{"action", action}, {"per_second", per_second}, {"burst", burst}})
+      .ok();
 }
 
 bool EcsEmulator::SetAttachDelay(int ms) {

@@ -84,6 +84,9 @@ class EcsEmulator {
   bool ClearFaults();
   bool SetConsistencyDelay(int ms);  // Describe* lag behind writes by `ms`
   bool SetAttachDelay(int ms);       // Attaching -> InUse, Detaching -> Available
+  // ECS flow control: calls of `action` ("*": all together) beyond a token
+  // bucket of `per_second` and `burst` get Throttling.User; 0 removes it.
+  bool SetRateLimit(const std::string& action, double per_second, int burst);
   // {"vswitch": "vsw-a", "tags": {...}, "security_groups": [...],
   //  "secondary_ip_count": N, "instance": "i-node1" (attach at once)}.
   AdminReply AddEni(const Json& spec);
@@ -92,6 +95,8 @@ class EcsEmulator {
   bool ResetCounts();
 
  private:
+  bool StartOnce(std::string* why);
+
   Json scenario_;
   TempDir dir_;
   int admin_port_ = 0;
