@@ -945,17 +945,39 @@ TEST_F(EcsEmulatorTest, NodesReachEachOthersEniAddressesThroughTheVpc) {
     ASSERT_TRUE(WaitFor([&] { return !LinkWithMac(*s.node, s.mac).empty(); }));
     s.link = LinkWithMac(*s.node, s.mac);
     // What the eni plugin does for a pod address: the link up, a source
-    // rule into a table whose default route leaves by the ENI.
+    // rule into a table whose default route leaves by the ENI. The node
+    // never answers ARP on it (arp_ignore 8), like a pod address behind
+    // the node: the VPC must know the address's MAC by itself.
     auto cfg = s.node->Exec("ip link set " + s.link + " up && ip addr add " + s.ip + "/32 dev " +
-                            s.link + " && ip rule add from " + s.ip + " lookup 100 && " +
+                            s.link + " && sysctl -qw net.ipv4.conf." + s.link + ".arp_ignore=8" +
+                            " && ip rule add from " + s.ip + " lookup 100 && " +
                             "ip route add default via " + s.gateway + " dev " + s.link +
                             " onlink table 100");
     ASSERT_EQ(cfg.exit_code, 0) << cfg.err;
   }
-  ping = node1_->Exec("ping -c1 -W2 -I " + sides[0].ip + " " + sides[1].ip);
-  EXPECT_EQ(ping.exit_code, 0) << ping.out << ping.err;
-  ping = node2_->Exec("ping -c1 -W2 -I " + sides[1].ip + " " + sides[0].ip);
-  EXPECT_EQ(ping.exit_code, 0) << ping.out << ping.err;
+  std::string neigh = Sh("ip -n " + emu_->vpc_netns() + " neigh show dev br0 nud permanent").out;
+  for (const auto& s : sides) {
+    EXPECT_TRUE(Contains(neigh, s.ip + " lladdr " + s.mac)) << neigh;
+  }
+  auto ping_both = [&] {
+    auto p = node1_->Exec("ping -c1 -W2 -I " + sides[0].ip + " " + sides[1].ip);
+    EXPECT_EQ(p.exit_code, 0) << p.out << p.err;
+    p = node2_->Exec("ping -c1 -W2 -I " + sides[1].ip + " " + sides[0].ip);
+    EXPECT_EQ(p.exit_code, 0) << p.out << p.err;
+  };
+  ping_both();
+  // The gateway answers with Alibaba Cloud's gateway MAC, whatever ports
+  // the VPC bridge has.
+  EXPECT_TRUE(Contains(node1_->Exec("ip neigh show 192.168.10.253").out, "ee:ff:ff:ff:ff:ff"));
+
+  // Other ENIs coming and going change the VPC's bridge ports; the routes
+  // and neighbours of the others stay.
+  Json other = CreateEni();
+  ASSERT_EQ(Attach(other["NetworkInterfaceId"]).status, 200);
+  Reply r = c1_.Call("DetachNetworkInterface", {{"NetworkInterfaceId", other["NetworkInterfaceId"]},
+                                                {"InstanceId", "i-node1"}});
+  ASSERT_EQ(r.status, 200) << r;
+  ping_both();
 
   // An address the cloud did not assign is not routed back to node1.
   std::string rogue = "192.168.10.252";
@@ -969,8 +991,8 @@ TEST_F(EcsEmulatorTest, NodesReachEachOthersEniAddressesThroughTheVpc) {
   EXPECT_NE(ping.exit_code, 0) << ping.out;
 
   // Once unassigned, node2's address is gone from the VPC.
-  Reply r = c2_.Call("UnassignPrivateIpAddresses",
-                     {{"NetworkInterfaceId", sides[1].eni}, {"PrivateIpAddress.1", sides[1].ip}});
+  r = c2_.Call("UnassignPrivateIpAddresses",
+               {{"NetworkInterfaceId", sides[1].eni}, {"PrivateIpAddress.1", sides[1].ip}});
   ASSERT_EQ(r.status, 200) << r;
   ping = node1_->Exec("ping -c1 -W1 -I " + sides[0].ip + " " + sides[1].ip);
   EXPECT_NE(ping.exit_code, 0) << ping.out;
