@@ -81,7 +81,7 @@ std::string IsoTime(std::chrono::system_clock::time_point t) {
 }
 
 std::string Nonce() {
-  static std::mt19937_64 rng{std::random_device{}()};
+  thread_local std::mt19937_64 rng{std::random_device{}()};
   char buf[40];
   snprintf(buf, sizeof buf, "%016lx%016lx", static_cast<unsigned long>(rng()),
            static_cast<unsigned long>(rng()));
@@ -205,6 +205,19 @@ std::vector<std::string> Ips(const Json& eni) {
 
 bool Contains(const std::string& hay, const std::string& needle) {
   return hay.find(needle) != std::string::npos;
+}
+
+// The node's links other than lo.
+std::string NonLoopbackLinks(const Netns& node) {
+  std::string out;
+  auto r = node.Exec("ip -o link show | cut -d: -f2 | cut -d@ -f1");
+  std::istringstream in(r.out);
+  std::string l;
+  while (std::getline(in, l)) {
+    l.erase(0, l.find_first_not_of(' '));
+    if (!l.empty() && l != "lo") out += l + " ";
+  }
+  return out;
 }
 
 TEST(EcsSigner, MatchesAlibabaCloudsDocumentedExample) {
@@ -998,6 +1011,56 @@ TEST_F(EcsEmulatorTest, NodesReachEachOthersEniAddressesThroughTheVpc) {
   EXPECT_NE(ping.exit_code, 0) << ping.out;
 }
 
+TEST_F(EcsEmulatorTest, ConcurrentCallersLeaveAConsistentCloud) {
+  Json scenario = Scenario();
+  scenario["instance_types"]["ecs.g6.large"]["eni_quota"] = 8;
+  ASSERT_NO_FATAL_FAILURE(Start(scenario));
+  int free_before = FreeIps("vsw-a");
+  std::string vpc = emu_->vpc_netns();
+  std::string routes_before = Sh("ip -n " + vpc + " route").out;
+  std::string neigh_before = Sh("ip -n " + vpc + " neigh show nud permanent").out;
+  // Each worker runs ENI lifecycles; every step must succeed.
+  std::vector<std::string> failures[6];
+  std::vector<std::thread> workers;
+  for (int w = 0; w < 6; ++w) {
+    workers.emplace_back([&, w] {
+      EcsClient c = w % 2 ? c2_ : c1_;
+      std::string instance = w % 2 ? "i-node2" : "i-node1";
+      for (int round = 0; round < 2; ++round) {
+        Reply r = c.Call("CreateNetworkInterface",
+                         {{"VSwitchId", "vsw-a"},
+                          {"SecurityGroupId", "sg-test"},
+                          {"ClientToken", "w" + std::to_string(w) + "-" + std::to_string(round)}});
+        if (r.status != 200) {
+          failures[w].push_back("create: " + r.raw);
+          continue;
+        }
+        std::string id = r.body["NetworkInterfaceId"];
+        std::vector<std::pair<std::string, Params>> steps = {
+            {"AttachNetworkInterface", {{"InstanceId", instance}}},
+            {"AssignPrivateIpAddresses", {{"SecondaryPrivateIpAddressCount", "4"}}},
+            {"DetachNetworkInterface", {{"InstanceId", instance}}},
+            {"DeleteNetworkInterface", {}}};
+        for (auto& [action, p] : steps) {
+          p["NetworkInterfaceId"] = id;
+          r = c.Call(action, p);
+          if (r.status != 200) failures[w].push_back(action + ": " + r.raw);
+        }
+      }
+    });
+  }
+  for (auto& t : workers) t.join();
+  for (const auto& f : failures) EXPECT_TRUE(f.empty()) << f.front();
+  Json state = emu_->State();
+  EXPECT_EQ(state["enis"].size(), 2u) << state["enis"].dump();
+  EXPECT_EQ(FreeIps("vsw-a"), free_before);
+  EXPECT_EQ(state["calls"]["DeleteNetworkInterface"], 12);
+  EXPECT_EQ(Sh("ip -n " + vpc + " route").out, routes_before);
+  EXPECT_EQ(Sh("ip -n " + vpc + " neigh show nud permanent").out, neigh_before);
+  EXPECT_EQ(NonLoopbackLinks(*node1_), "eth0 ");
+  EXPECT_EQ(NonLoopbackLinks(*node2_), "eth0 ");
+}
+
 TEST_F(EcsEmulatorTest, OutOfBandEnisAreVisibleAndAttached) {
   ASSERT_NO_FATAL_FAILURE(Start());
   AdminReply added = emu_->AddEni({{"vswitch", "vsw-a"},
@@ -1021,19 +1084,6 @@ TEST_F(EcsEmulatorTest, OutOfBandEnisAreVisibleAndAttached) {
   AdminReply bad = emu_->AddEni({{"vswitch", "vsw-nope"}});
   EXPECT_EQ(bad.status, 404) << bad.body.dump();
   EXPECT_TRUE(Contains(bad.body["error"], "vsw-nope")) << bad.body.dump();
-}
-
-// The node's links other than lo.
-std::string NonLoopbackLinks(const Netns& node) {
-  std::string out;
-  auto r = node.Exec("ip -o link show | cut -d: -f2 | cut -d@ -f1");
-  std::istringstream in(r.out);
-  std::string l;
-  while (std::getline(in, l)) {
-    l.erase(0, l.find_first_not_of(' '));
-    if (!l.empty() && l != "lo") out += l + " ";
-  }
-  return out;
 }
 
 bool NetnsExists(const std::string& name) { return fs::exists("/var/run/netns/" + name); }
