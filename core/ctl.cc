@@ -31,14 +31,22 @@ std::string ProtoJson(const google::protobuf::Message& m) {
 
 std::string GrpcCodeName(grpc::StatusCode c) {
   switch (c) {
-    case grpc::StatusCode::INVALID_ARGUMENT: return "invalid_argument";
-    case grpc::StatusCode::NOT_FOUND: return "not_found";
-    case grpc::StatusCode::FAILED_PRECONDITION: return "failed_precondition";
-    case grpc::StatusCode::UNAVAILABLE: return "unavailable";
-    case grpc::StatusCode::DEADLINE_EXCEEDED: return "deadline_exceeded";
-    case grpc::StatusCode::UNIMPLEMENTED: return "unimplemented";
-    case grpc::StatusCode::PERMISSION_DENIED: return "permission_denied";
-    default: return "error";
+    case grpc::StatusCode::INVALID_ARGUMENT:
+      return "invalid_argument";
+    case grpc::StatusCode::NOT_FOUND:
+      return "not_found";
+    case grpc::StatusCode::FAILED_PRECONDITION:
+      return "failed_precondition";
+    case grpc::StatusCode::UNAVAILABLE:
+      return "unavailable";
+    case grpc::StatusCode::DEADLINE_EXCEEDED:
+      return "deadline_exceeded";
+    case grpc::StatusCode::UNIMPLEMENTED:
+      return "unimplemented";
+    case grpc::StatusCode::PERMISSION_DENIED:
+      return "permission_denied";
+    default:
+      return "error";
   }
 }
 
@@ -102,7 +110,8 @@ class Ctl {
       char started[32] = "-";
       std::time_t t = static_cast<std::time_t>(s.started_unix());
       std::tm tm{};
-      if (gmtime_r(&t, &tm) != nullptr) std::strftime(started, sizeof started, "%Y-%m-%dT%H:%M:%SZ", &tm);
+      if (gmtime_r(&t, &tm) != nullptr)
+        std::strftime(started, sizeof started, "%Y-%m-%dT%H:%M:%SZ", &tm);
       out_ << "version:        " << s.version() << "\n"
            << "started:        " << started << "\n"
            << "live:           " << (s.live() ? "yes" : "no")
@@ -111,7 +120,8 @@ class Ctl {
            << (s.ready_reason().empty() ? "" : " (" + s.ready_reason() + ")") << "\n"
            << "pods:           " << s.pods() << " (" << s.degraded_pods() << " not ready)\n"
            << "config:         " << s.config_origin() << "\n"
-           << "config error:   " << (s.last_config_error().empty() ? "-" : s.last_config_error()) << "\n"
+           << "config error:   " << (s.last_config_error().empty() ? "-" : s.last_config_error())
+           << "\n"
            << "log level:      " << s.log_level() << "\n"
            << "state dir:      " << s.state_dir() << "\n"
            << "plugin dir:     " << s.plugin_dir() << "\n";
@@ -133,7 +143,8 @@ class Ctl {
          << "INTERFACES" << std::setw(8) << "RELOADS" << "PLUGIN / MESSAGE\n";
     for (const auto& m : r.modules()) {
       out_ << std::left << std::setw(12) << m.name() << std::setw(10) << m.state() << std::setw(9)
-           << (m.state() == "running" ? (m.healthy() ? (m.degraded() ? "degraded" : "yes") : "no") : "-")
+           << (m.state() == "running" ? (m.healthy() ? (m.degraded() ? "degraded" : "yes") : "no")
+                                      : "-")
            << std::setw(10) << (m.plugin_version().empty() ? "-" : m.plugin_version())
            << std::setw(6) << (m.abi_version().empty() ? "-" : m.abi_version()) << std::setw(24)
            << Join(m.interfaces()) << std::setw(8) << m.reload_count()

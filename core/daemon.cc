@@ -40,8 +40,7 @@ grpc::Status ToGrpc(const Status& s) {
 // The standard process_* families (as Prometheus client libraries export
 // them), read from /proc/self at scrape time.
 struct ProcessStats {
-  double cpu_seconds = 0, start_time = 0, rss_bytes = 0, vsize_bytes = 0, open_fds = 0,
-         max_fds = 0;
+  double cpu_seconds = 0, start_time = 0, rss_bytes = 0, vsize_bytes = 0, open_fds = 0, max_fds = 0;
 };
 ProcessStats ReadProcessStats() {
   ProcessStats p;
@@ -284,10 +283,13 @@ Status Daemon::Impl::Start() {
               "Total user and system CPU time spent in seconds.");
   m_start_time = reg(MetricType::kGauge, "process_start_time_seconds",
                      "Start time of the process since unix epoch in seconds.");
-  m_rss = reg(MetricType::kGauge, "process_resident_memory_bytes", "Resident memory size in bytes.");
-  m_vsize = reg(MetricType::kGauge, "process_virtual_memory_bytes", "Virtual memory size in bytes.");
+  m_rss =
+      reg(MetricType::kGauge, "process_resident_memory_bytes", "Resident memory size in bytes.");
+  m_vsize =
+      reg(MetricType::kGauge, "process_virtual_memory_bytes", "Virtual memory size in bytes.");
   m_fds = reg(MetricType::kGauge, "process_open_fds", "Number of open file descriptors.");
-  m_max_fds = reg(MetricType::kGauge, "process_max_fds", "Maximum number of open file descriptors.");
+  m_max_fds =
+      reg(MetricType::kGauge, "process_max_fds", "Maximum number of open file descriptors.");
   m_build_info.Set({TRELLIS_VERSION}, 1);
   m_ready.Set({}, 0);
 
@@ -305,11 +307,9 @@ Status Daemon::Impl::Start() {
   // store takes writes, /readyz fails until startup reconcile is done, so a
   // kubelet liveness probe never kills a daemon that is still starting.
   if (!opts.metrics_addr.empty()) {
-    http = std::make_unique<HttpServer>(HttpHandlers{
-        [this] { return Metrics(); },
-        [this] { return Live(); },
-        [this] { return Ready(); },
-        [this] { return DebugState().dump(2); }});
+    http = std::make_unique<HttpServer>(
+        HttpHandlers{[this] { return Metrics(); }, [this] { return Live(); },
+                     [this] { return Ready(); }, [this] { return DebugState().dump(2); }});
     TRELLIS_RETURN_IF_ERROR(http->Start(opts.metrics_addr));
     spdlog::info("metrics and health endpoint on {} (port {})", opts.metrics_addr, http->port());
   }
@@ -482,7 +482,7 @@ std::string Daemon::Impl::Metrics() {
   m_store_errors.Set({}, static_cast<double>(store->error_count()));
   m_refused.Set({}, static_cast<double>(api ? api->refused_peers() : 0));
   m_ready.Set({}, Ready().ok() ? 1 : 0);  // also refreshes the module health gauges
-  pipeline->Pods();                        // refreshes the pod gauges
+  pipeline->Pods();                       // refreshes the pod gauges
   ProcessStats p = ReadProcessStats();
   m_cpu.Set({}, p.cpu_seconds);
   m_start_time.Set({}, p.start_time);

@@ -14,9 +14,11 @@ namespace trellis::test::ops {
 namespace {
 
 std::vector<Json> Render(const std::string& overlay, std::string* error) {
-  auto r = test::Run({"kubectl", "kustomize", (SourceDir() / "deploy/overlays" / overlay).string()});
+  auto r =
+      test::Run({"kubectl", "kustomize", (SourceDir() / "deploy/overlays" / overlay).string()});
   if (r.exit_code != 0) {
-    *error = "kubectl kustomize " + overlay + " failed (" + std::to_string(r.exit_code) + "): " + r.err;
+    *error =
+        "kubectl kustomize " + overlay + " failed (" + std::to_string(r.exit_code) + "): " + r.err;
     return {};
   }
   return YamlStreamToJson(r.out);
@@ -101,7 +103,8 @@ TEST_P(Overlay, DaemonSetIsDoneProperly) {
   for (const auto& t : pod_["tolerations"]) {
     if (t.value("operator", "") == "Exists" && !t.contains("key")) effects.insert(t["effect"]);
   }
-  EXPECT_TRUE(effects.contains("NoSchedule") && effects.contains("NoExecute")) << pod_["tolerations"];
+  EXPECT_TRUE(effects.contains("NoSchedule") && effects.contains("NoExecute"))
+      << pod_["tolerations"];
 
   // NODE_NAME from the downward API; credentials only through secretKeyRef.
   const Json* node = Named(daemon_["env"], "NODE_NAME");
@@ -122,7 +125,8 @@ TEST_P(Overlay, DaemonSetIsDoneProperly) {
   for (const Json* c : {&daemon_, &init_}) {
     for (const char* kind : {"requests", "limits"}) {
       for (const char* res : {"cpu", "memory"}) {
-        EXPECT_TRUE((*c)["resources"][kind].contains(res)) << (*c)["name"] << " " << kind << " " << res;
+        EXPECT_TRUE((*c)["resources"][kind].contains(res))
+            << (*c)["name"] << " " << kind << " " << res;
       }
     }
   }
@@ -136,8 +140,9 @@ TEST_P(Overlay, DaemonSetIsDoneProperly) {
   EXPECT_EQ((*metrics_port)["containerPort"], port);
   auto probe_port = [&](const Json& probe) {
     const Json& p = probe["httpGet"]["port"];
-    return p.is_string() ? (*Named(daemon_["ports"], p.get<std::string>()))["containerPort"].get<int>()
-                         : p.get<int>();
+    return p.is_string()
+               ? (*Named(daemon_["ports"], p.get<std::string>()))["containerPort"].get<int>()
+               : p.get<int>();
   };
   ASSERT_TRUE(daemon_["livenessProbe"].contains("httpGet")) << "liveness must ask trellisd itself";
   ASSERT_TRUE(daemon_["readinessProbe"].contains("httpGet"));
@@ -148,7 +153,7 @@ TEST_P(Overlay, DaemonSetIsDoneProperly) {
 
   // Narrow host paths: exactly what trellis uses.
   const std::set<std::string> allowed = {"/run/trellis", "/var/lib/trellis", "/var/run/netns",
-                                         "/opt/cni/bin", "/etc/cni/net.d", "/var/log/trellis"};
+                                         "/opt/cni/bin", "/etc/cni/net.d",   "/var/log/trellis"};
   std::map<std::string, std::string> host_paths;  // volume -> path
   for (const auto& v : pod_["volumes"]) {
     if (!v.contains("hostPath")) continue;
@@ -179,7 +184,8 @@ TEST_P(Overlay, DaemonSetIsDoneProperly) {
   std::string script;
   for (const auto& s : init_["command"]) script += s.get<std::string>() + " ";
   EXPECT_NE(script.find(im["/opt/cni/bin"] + "/trellis"), std::string::npos) << script;
-  EXPECT_NE(script.find(im["/etc/cni/net.d"] + "/10-trellis.conflist"), std::string::npos) << script;
+  EXPECT_NE(script.find(im["/etc/cni/net.d"] + "/10-trellis.conflist"), std::string::npos)
+      << script;
   EXPECT_EQ(init_["image"], daemon_["image"]);
 }
 
@@ -204,8 +210,9 @@ TEST_P(Overlay, ConfigMapsHoldAValidNodeConfigAndConflist) {
   TempDir dir;
   for (const auto& [k, v] : (*cm)["data"].items()) std::ofstream(dir / k) << v.get<std::string>();
   PluginDir plugins;
-  auto valid = test::Run({(BinDir() / "trellisctl").string(), "--plugin-dir", plugins.path().string(),
-                    "-o", "json", "config", "validate", dir.path().string()});
+  auto valid =
+      test::Run({(BinDir() / "trellisctl").string(), "--plugin-dir", plugins.path().string(), "-o",
+                 "json", "config", "validate", dir.path().string()});
   EXPECT_EQ(valid.exit_code, 0) << valid.out << valid.err;
   std::set<std::string> switches;
   Json report = valid.json();
@@ -331,7 +338,8 @@ TEST(Monitoring, AlertRulesPassPromtoolAndTheirUnitTests) {
       if (!a["exp_alerts"].empty()) fired.insert(a["alertname"]);
     }
   }
-  for (const auto& [name, expr] : exprs) EXPECT_TRUE(fired.contains(name)) << name << " has no test";
+  for (const auto& [name, expr] : exprs)
+    EXPECT_TRUE(fired.contains(name)) << name << " has no test";
 }
 
 }  // namespace

@@ -24,7 +24,9 @@ std::pair<int, std::string> Get(const Daemon& d, const std::string& path) {
 }
 RunResult CniCall(const Daemon& d, const std::string& cmd, const std::string& id,
                   const std::string& netns, const std::string& pod) {
-  return Cni({.command = cmd, .container_id = id, .netns = netns,
+  return Cni({.command = cmd,
+              .container_id = id,
+              .netns = netns,
               .args = "K8S_POD_NAMESPACE=default;K8S_POD_NAME=" + pod,
               .config = d.NetConf("1.1.0")});
 }
@@ -44,15 +46,22 @@ class OpsProbes : public ::testing::Test {
            "  probe:\n"
            "    plugin: opsprobe\n"
            "    config:\n"
-           "      gate: " + (ctl_ / "gate").string() + "\n"
-           "      unhealthy_file: " + (ctl_ / "unhealthy").string() + "\n"
-           "      secret_key: " + secret_ + "\n" + probe_extra + extra_modules;
+           "      gate: " +
+           (ctl_ / "gate").string() +
+           "\n"
+           "      unhealthy_file: " +
+           (ctl_ / "unhealthy").string() +
+           "\n"
+           "      secret_key: " +
+           secret_ + "\n" + probe_extra + extra_modules;
   }
 };
 
 TEST_F(OpsProbes, StartingRunningUnhealthyAndFailedModule) {
   PluginDir plugins({kProbePlugin});
-  Daemon d({.config_yaml = Config(), .plugin_dir = plugins.path(), .metrics_addr = "auto",
+  Daemon d({.config_yaml = Config(),
+            .plugin_dir = plugins.path(),
+            .metrics_addr = "auto",
             .wait = false});
   std::string why;
   ASSERT_TRUE(d.Start(&why)) << why;
@@ -104,7 +113,8 @@ TEST_F(OpsProbes, StartingRunningUnhealthyAndFailedModule) {
   // A module that fails to start (enabled live): not ready, still live, and
   // the failure is in trellisctl and the metrics.
   const fs::path config = d.dir() / "trellis.yaml";
-  WriteFileAtomically(config, Config("  broken:\n    plugin: opsprobe\n    config: {fail_create: true}\n"));
+  WriteFileAtomically(config,
+                      Config("  broken:\n    plugin: opsprobe\n    config: {fail_create: true}\n"));
   ASSERT_TRUE(WaitFor([&] { return Get(d, "/readyz").first == 503; }, std::chrono::seconds(10)))
       << d.Log();
   EXPECT_NE(Get(d, "/readyz").second.find("module broken is failed"), std::string::npos)
@@ -125,7 +135,8 @@ TEST_F(OpsProbes, StartingRunningUnhealthyAndFailedModule) {
   EXPECT_TRUE(seen) << mods.out;
   m = ParseScrape(Metrics(d));
   EXPECT_EQ(m.Value("trellis_module_last_reload_failed", {{"module", "broken"}}), 1.0);
-  EXPECT_EQ(m.Value("trellis_module_reloads_total", {{"module", "broken"}, {"result", "failed"}}), 1.0);
+  EXPECT_EQ(m.Value("trellis_module_reloads_total", {{"module", "broken"}, {"result", "failed"}}),
+            1.0);
   EXPECT_EQ(m.Value("trellis_module_healthy", {{"module", "broken"}}), 0.0);
   EXPECT_EQ(m.Value("trellis_config_last_reload_successful"), 0.0);
 
@@ -159,11 +170,12 @@ TEST_F(OpsProbes, StartingRunningUnhealthyAndFailedModule) {
   ASSERT_EQ(state.first, 200);
   Json js = Json::parse(state.second, nullptr, false);
   ASSERT_TRUE(js.is_object()) << state.second;
-  for (const char* key : {"daemon", "modules", "pods", "pool"}) EXPECT_TRUE(js.contains(key)) << key;
+  for (const char* key : {"daemon", "modules", "pods", "pool"})
+    EXPECT_TRUE(js.contains(key)) << key;
   EXPECT_NE(state.second.find("<redacted>"), std::string::npos);
   for (const std::string& shown :
-       {state.second, Metrics(d), d.Ctl({"-o", "json", "modules"}).out,
-        d.Ctl({"modules"}).out, d.Ctl({"-o", "json", "status"}).out, d.Log()}) {
+       {state.second, Metrics(d), d.Ctl({"-o", "json", "modules"}).out, d.Ctl({"modules"}).out,
+        d.Ctl({"-o", "json", "status"}).out, d.Log()}) {
     EXPECT_EQ(shown.find(secret_), std::string::npos) << shown;
   }
 }
@@ -207,9 +219,11 @@ TEST(OpsDaemon, LiveScrapePassesPromtoolAndCarriesEveryFamily) {
     EXPECT_TRUE(m.families.contains(family)) << family;
   }
   EXPECT_EQ(m.Value("trellis_cni_requests_total", {{"command", "ADD"}, {"result", "ok"}}), 1.0);
-  EXPECT_EQ(m.Value("trellis_cni_requests_total", {{"command", "CHECK"}, {"result", "error"}}), 1.0);
-  EXPECT_EQ(m.Value("trellis_cni_request_duration_seconds_count", {{"command", "ADD"}, {"result", "ok"}}),
+  EXPECT_EQ(m.Value("trellis_cni_requests_total", {{"command", "CHECK"}, {"result", "error"}}),
             1.0);
+  EXPECT_EQ(
+      m.Value("trellis_cni_request_duration_seconds_count", {{"command", "ADD"}, {"result", "ok"}}),
+      1.0);
   EXPECT_EQ(m.Value("trellis_cni_request_duration_seconds_bucket",
                     {{"command", "ADD"}, {"result", "ok"}, {"le", "+Inf"}}),
             1.0);
@@ -223,8 +237,8 @@ TEST(OpsDaemon, LiveScrapePassesPromtoolAndCarriesEveryFamily) {
   EXPECT_EQ(m.Value("trellis_module_reloads_total", {{"module", "ipam"}, {"result", "ok"}}), 1.0);
   EXPECT_EQ(m.Value("trellis_store_errors_total"), 0.0);
   EXPECT_GT(m.Value("process_resident_memory_bytes").value_or(0), 1e6);
-  EXPECT_NEAR(m.Value("process_start_time_seconds").value_or(0),
-              static_cast<double>(time(nullptr)), 600);
+  EXPECT_NEAR(m.Value("process_start_time_seconds").value_or(0), static_cast<double>(time(nullptr)),
+              600);
   EXPECT_EQ(CniCall(d, "DEL", "ops-m-1", pod.path(), "m-1").exit_code, 0);
 }
 
@@ -271,8 +285,8 @@ TEST(OpsDaemon, LogsLogLevelsAndTrellisctl) {
 
   // Log level and file through the node config, live.
   fs::path log_file = d.dir() / "logs" / "trellisd.log";
-  WriteFileAtomically(d.dir() / "trellis.yaml",
-                      std::string("log_level: warn\nlog_file: ") + log_file.string() + "\n" + kIpamOnly);
+  WriteFileAtomically(d.dir() / "trellis.yaml", std::string("log_level: warn\nlog_file: ") +
+                                                    log_file.string() + "\n" + kIpamOnly);
   ASSERT_TRUE(WaitFor([&] {
     return d.Ctl({"-o", "json", "status"}).json().value("log_level", "") == "warn";
   })) << d.Log();
@@ -288,12 +302,24 @@ TEST(OpsDaemon, LogsLogLevelsAndTrellisctl) {
   EXPECT_EQ(usage_json.json()["error"]["code"], "invalid_argument") << usage_json.out;
   std::vector<std::string> gone = {(BinDir() / "trellisctl").string(), "--socket",
                                    (d.dir() / "nothing.sock").string(), "--timeout", "2000"};
-  auto unreachable = test::Run([&] { auto a = gone; a.push_back("status"); return a; }());
+  auto unreachable = test::Run([&] {
+    auto a = gone;
+    a.push_back("status");
+    return a;
+  }());
   EXPECT_EQ(unreachable.exit_code, 3) << unreachable.err;
-  auto unreachable_json = test::Run([&] { auto a = gone; a.insert(a.end(), {"-o", "json", "status"}); return a; }());
+  auto unreachable_json = test::Run([&] {
+    auto a = gone;
+    a.insert(a.end(), {"-o", "json", "status"});
+    return a;
+  }());
   EXPECT_EQ(unreachable_json.exit_code, 3);
   EXPECT_EQ(unreachable_json.json()["error"]["code"], "unavailable") << unreachable_json.out;
-  auto health_gone = test::Run([&] { auto a = gone; a.insert(a.end(), {"-o", "json", "health"}); return a; }());
+  auto health_gone = test::Run([&] {
+    auto a = gone;
+    a.insert(a.end(), {"-o", "json", "health"});
+    return a;
+  }());
   EXPECT_EQ(health_gone.exit_code, 3);
   EXPECT_EQ(health_gone.json().value("live", true), false) << health_gone.out;
 
@@ -324,10 +350,13 @@ TEST(OpsPrometheus, ScrapesTheDaemonAndEvaluatesTheAlertRules) {
   std::ofstream(dir / "rules.yaml") << RulesFile("1s");
   const std::string config =
       "global: {scrape_interval: 1s, scrape_timeout: 1s, evaluation_interval: 1s}\n"
-      "rule_files: [" + (dir / "rules.yaml").string() + "]\n"
+      "rule_files: [" +
+      (dir / "rules.yaml").string() +
+      "]\n"
       "scrape_configs:\n"
       "  - job_name: trellisd\n"
-      "    static_configs: [{targets: ['127.0.0.1:" + std::to_string(d.metrics_port()) + "']}]\n";
+      "    static_configs: [{targets: ['127.0.0.1:" +
+      std::to_string(d.metrics_port()) + "']}]\n";
   // Inside the daemon's own node namespace: the port is free by construction.
   Prometheus prom(d.node()->name(), dir.path() / "prometheus", 9090);
   ASSERT_TRUE(prom.Start(config, &why)) << why;
@@ -337,10 +366,12 @@ TEST(OpsPrometheus, ScrapesTheDaemonAndEvaluatesTheAlertRules) {
     if (!r.is_array() || r.size() != 1) return std::nullopt;
     return std::stod(r[0]["value"][1].get<std::string>());
   };
-  ASSERT_TRUE(WaitFor([&] { return value("up{job=\"trellisd\"}") == 1.0; }, std::chrono::seconds(30)))
+  ASSERT_TRUE(
+      WaitFor([&] { return value("up{job=\"trellisd\"}") == 1.0; }, std::chrono::seconds(30)))
       << prom.Log();
   ASSERT_TRUE(WaitFor([&] {
-    return value("trellis_cni_requests_total{job=\"trellisd\",command=\"ADD\",result=\"ok\"}") == 1.0;
+    return value("trellis_cni_requests_total{job=\"trellisd\",command=\"ADD\",result=\"ok\"}") ==
+           1.0;
   })) << prom.Log();
   auto targets = Json::parse(prom.Get("/api/v1/targets").second, nullptr, false);
   ASSERT_EQ(targets["data"]["activeTargets"].size(), 1u) << targets;
@@ -414,8 +445,8 @@ TEST(OpsPrometheus, ScrapesTheDaemonAndEvaluatesTheAlertRules) {
   ASSERT_EQ(CniCall(d, "DEL", "ops-p-1", pod.path(), "p-1").exit_code, 0);
   d.Stop();
   Json down;
-  ASSERT_TRUE(WaitFor([&] { return !(down = firing("TrellisDown")).is_null(); },
-                      std::chrono::seconds(30)))
+  ASSERT_TRUE(
+      WaitFor([&] { return !(down = firing("TrellisDown")).is_null(); }, std::chrono::seconds(30)))
       << prom.Get("/api/v1/alerts").second;
   EXPECT_EQ(down["labels"]["severity"], "critical");
   EXPECT_EQ(down["labels"]["job"], "trellisd");

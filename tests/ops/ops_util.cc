@@ -94,7 +94,8 @@ Json NodeToJson(const YAML::Node& n) {
       if (n.Tag() == "!") return s;
       if (s == "true" || s == "false") return s == "true";
       if (s == "null" || s == "~") return nullptr;
-      static const std::regex kInt("^[-+]?[0-9]+$"), kFloat("^[-+]?[0-9]*\\.[0-9]+([eE][-+]?[0-9]+)?$");
+      static const std::regex kInt("^[-+]?[0-9]+$"),
+          kFloat("^[-+]?[0-9]*\\.[0-9]+([eE][-+]?[0-9]+)?$");
       if (std::regex_match(s, kInt)) return std::stoll(s);
       if (std::regex_match(s, kFloat)) return std::stod(s);
       return s;
@@ -210,7 +211,8 @@ Prometheus::Prometheus(std::string netns, fs::path dir, int port)
 Prometheus::~Prometheus() {
   if (pid_ > 0) {
     kill(pid_, SIGTERM);
-    if (!WaitFor([&] { return waitpid(pid_, nullptr, WNOHANG) == pid_; }, std::chrono::seconds(20))) {
+    if (!WaitFor([&] { return waitpid(pid_, nullptr, WNOHANG) == pid_; },
+                 std::chrono::seconds(20))) {
       kill(pid_, SIGKILL);
       waitpid(pid_, nullptr, 0);
     }
@@ -220,7 +222,11 @@ Prometheus::~Prometheus() {
 bool Prometheus::Start(const std::string& config_yaml, std::string* why) {
   fs::create_directories(dir_ / "data");
   std::ofstream(dir_ / "prometheus.yml") << config_yaml;
-  std::vector<std::string> argv = {"ip", "netns", "exec", netns_, "prometheus",
+  std::vector<std::string> argv = {"ip",
+                                   "netns",
+                                   "exec",
+                                   netns_,
+                                   "prometheus",
                                    "--config.file=" + (dir_ / "prometheus.yml").string(),
                                    "--storage.tsdb.path=" + (dir_ / "data").string(),
                                    "--web.listen-address=127.0.0.1:" + std::to_string(port_),
