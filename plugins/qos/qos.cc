@@ -244,6 +244,7 @@ class Qos {
     for (Direction d : kDirections) {
       if (ifb_[d] != 0) Note("node tree", [&] { PruneTree(d); });
     }
+    Note("idle devices", [&] { DropIdleIfbs(); });
     PublishClassRates(&prev);
     if (!failures_.empty()) {
       host_.Error("reconfigure left " + std::to_string(failures_.size()) +
@@ -332,6 +333,7 @@ class Qos {
     rec.inputs = inputs;
     try {
       Sync(rec, spec);
+      DropIdleIfbs();  // the pod may have left a direction
     } catch (...) {
       if (fresh) {
         // Undo what this call did; the host rolls the pod back anyway.
@@ -434,6 +436,11 @@ class Qos {
       }
     }
     used_ = owned;
+    try {
+      DropIdleIfbs();
+    } catch (const std::exception& e) {
+      errors.emplace_back(e.what());
+    }
     if (!errors.empty()) throw Error(TRELLIS_E_UNAVAILABLE, "qos gc: " + errors.front());
   }
 
@@ -690,6 +697,23 @@ class Qos {
     ForgetPodMetrics(rec);
     used_.erase(rec.minor);
     records_.erase(rec.ref());  // `rec` dies here
+    DropIdleIfbs();
+  }
+
+  // An IFB no pod is redirected to goes: nothing of ours stays in the kernel
+  // when nothing is shaped. (A redirect to a deleted IFB would drop every
+  // packet; leaves and filters of a direction always go together.)
+  void DropIdleIfbs() {
+    for (Direction d : kDirections) {
+      if (ifb_[d] == 0) continue;
+      bool used = false;
+      for (const auto& [ref, rec] : records_) used = used || rec.parent[d] != 0 || rec.filter[d];
+      if (used) continue;
+      tc::DeleteLink(sk_, ifb_[d]);
+      host_.Info(std::string("removed ") + kIfbName[d] + ": no pod is shaped in this direction");
+      ifb_[d] = 0;
+      tree_ok_[d] = false;
+    }
   }
 
   void ForgetPodMetrics(const Record& rec) {

@@ -151,20 +151,30 @@ int CreateIfb(const Socket& sk, const std::string& name, const std::string& alia
   rtnl_link_set_name(l.get(), name.c_str());
   int err = rtnl_link_set_type(l.get(), "ifb");
   if (err < 0) Fail(err, "link " + name + ": type ifb");
-  rtnl_link_set_ifalias(l.get(), alias.c_str());
   err = rtnl_link_add(sk.get(), l.get(), NLM_F_CREATE | NLM_F_EXCL);
   if (err < 0) Fail(err, "creating IFB device " + name);
   auto info = GetLink(sk, name);
   if (!info) throw Error(TRELLIS_E_UNAVAILABLE, "IFB device " + name + " vanished after creation");
+  // The kernel ignores IFLA_IFALIAS in the request that creates a link.
+  {
+    LinkPtr cur(rtnl_link_alloc()), change(rtnl_link_alloc());
+    rtnl_link_set_ifindex(cur.get(), info->ifindex);
+    rtnl_link_set_ifalias(change.get(), alias.c_str());
+    err = rtnl_link_change(sk.get(), cur.get(), change.get(), 0);
+    if (err < 0) {
+      DeleteLink(sk, info->ifindex);
+      Fail(err, "setting the alias of " + name);
+    }
+  }
   // No IPv6 link-local address on the IFB: the host would otherwise send
   // router and multicast-listener solicitations through the shaping tree.
   // Best effort (the kernel may run without IPv6).
   {
-    LinkPtr l(rtnl_link_alloc()), change(rtnl_link_alloc());
-    rtnl_link_set_ifindex(l.get(), info->ifindex);
-    if (rtnl_link_inet6_set_addr_gen_mode(change.get(), rtnl_link_inet6_str2addrgenmode("none")) >=
-        0) {
-      rtnl_link_change(sk.get(), l.get(), change.get(), 0);
+    LinkPtr cur(rtnl_link_alloc()), change(rtnl_link_alloc());
+    rtnl_link_set_ifindex(cur.get(), info->ifindex);
+    uint8_t none = rtnl_link_inet6_str2addrgenmode("none");
+    if (rtnl_link_inet6_set_addr_gen_mode(change.get(), none) >= 0) {
+      rtnl_link_change(sk.get(), cur.get(), change.get(), 0);
     }
   }
   SetLinkUp(sk, info->ifindex);
