@@ -215,15 +215,14 @@ class Qos {
     qos::Config prev = std::move(cfg_);
     cfg_ = std::move(next);
     tree_ok_ = {false, false};
-    failures_.clear();
     interval_us_ = cfg_.stats_interval_us;
     // Trees first (new classes exist before pods move into them), then the
     // pods, then classes nobody uses any more.
     for (Direction d : kDirections) {
-      if (ifb_[d] != 0) Note("node tree", [&] { EnsureTree(d); });
+      if (ifb_[d] != 0) Note(TreeKey(d), [&] { EnsureTree(d); });
     }
     for (auto& [ref, rec] : records_) {
-      Note(rec.container_id + " (" + rec.ifname + ")", [&] {
+      Note(PodKey(rec.ref()), [&] {
         qos::PodSpec spec;
         try {
           spec = qos::Resolve(rec.inputs, cfg_);
@@ -242,13 +241,14 @@ class Qos {
       });
     }
     for (Direction d : kDirections) {
-      if (ifb_[d] != 0) Note("node tree", [&] { PruneTree(d); });
+      if (ifb_[d] != 0) Note(TreeKey(d), [&] { PruneTree(d); });
     }
     Note("idle devices", [&] { DropIdleIfbs(); });
     PublishClassRates(&prev);
     if (!failures_.empty()) {
       host_.Error("reconfigure left " + std::to_string(failures_.size()) +
-                  " pods or trees out of date (retried on their next apply): " + failures_.front());
+                  " pods or trees out of date (retried on their next apply): " +
+                  failures_.begin()->first + ": " + failures_.begin()->second);
       host_.NotifyHealth("qos: " + std::to_string(failures_.size()) + " updates failed");
     }
   }
@@ -265,7 +265,9 @@ class Qos {
     }
     std::string message;
     if (!failures_.empty()) {
-      message = std::to_string(failures_.size()) + " updates failed, first: " + failures_.front();
+      message = std::to_string(failures_.size()) +
+                " out of date, first: " + failures_.begin()->first + ": " +
+                failures_.begin()->second;
     }
     return {{"healthy", true},
             {"degraded", !failures_.empty()},
@@ -281,12 +283,13 @@ class Qos {
     std::lock_guard lock(mu_);
     // A redirect whose IFB is gone drops every packet: filters go first.
     for (auto& [ref, rec] : records_) {
-      Note(rec.container_id, [&] { RemoveFilters(rec); });
+      Note(PodKey(ref), [&] { RemoveFilters(rec); });
       host_.Delete(Key(rec.container_id, rec.ifname));
       ForgetPodMetrics(rec);
     }
     records_.clear();
     used_.clear();
+    failures_.clear();
     for (Direction d : kDirections) {
       auto link = tc::GetLink(sk_, kIfbName[d]);
       if (link && link->alias == kIfbAlias[d]) tc::DeleteLink(sk_, link->ifindex);
@@ -333,7 +336,6 @@ class Qos {
     rec.inputs = inputs;
     try {
       Sync(rec, spec);
-      DropIdleIfbs();  // the pod may have left a direction
     } catch (...) {
       if (fresh) {
         // Undo what this call did; the host rolls the pod back anyway.
@@ -345,6 +347,8 @@ class Qos {
       }
       throw;
     }
+    failures_.erase(PodKey(ref));
+    Note("idle devices", [&] { DropIdleIfbs(); });  // the pod may have left a direction
   }
 
   void RemoveQos(const Pod& pod) {
@@ -436,6 +440,14 @@ class Qos {
       }
     }
     used_ = owned;
+    // Priority classes a config change while the daemon was down left.
+    for (Direction d : kDirections) {
+      try {
+        PruneTree(d);
+      } catch (const std::exception& e) {
+        errors.emplace_back(e.what());
+      }
+    }
     try {
       DropIdleIfbs();
     } catch (const std::exception& e) {
@@ -483,6 +495,14 @@ class Qos {
   }
 
   uint64_t NodeCeil(Direction d) const { return cfg_.node_rate[d].value_or(kUnlimited); }
+  // The guaranteed rate of the class with `minor`: a priority class's own,
+  // the default class's what the others leave.
+  uint64_t ClassRate(Direction d, uint32_t minor) const {
+    for (const auto& [name, pc] : cfg_.classes) {
+      if (pc.tc_class_id == minor && pc.rate[d]) return *pc.rate[d];
+    }
+    return cfg_.DefaultClassRate(d).value_or(NodeCeil(d));
+  }
   uint64_t ClassCeil(Direction d, const qos::PriorityClass* pc) const {
     if (pc == nullptr) return NodeCeil(d);
     return cfg_.node_rate[d] ? *cfg_.node_rate[d] : *pc->rate[d];
@@ -533,8 +553,7 @@ class Qos {
       tc::SetHtbClass(sk_, ifb, c);
     };
     inner(kNodeMinor, tc::Handle(kMajor, 0), node, node, 0);
-    inner(kDefaultMinor, tc::Handle(kMajor, kNodeMinor), cfg_.DefaultClassRate(d).value_or(node),
-          node, 0);
+    inner(kDefaultMinor, tc::Handle(kMajor, kNodeMinor), ClassRate(d, kDefaultMinor), node, 0);
     for (const auto& [name, pc] : cfg_.classes) {
       if (!pc.rate[d]) continue;
       inner(pc.tc_class_id, tc::Handle(kMajor, kNodeMinor), *pc.rate[d], ClassCeil(d, &pc),
@@ -552,6 +571,7 @@ class Qos {
     tc::SetHtbClass(sk_, ifb, catch_all);
     tc::SetBfifo(sk_, ifb, catch_all.handle, tc::Handle(kCatchAllMinor, 0), 256 * 1024);
     tree_ok_[d] = true;
+    failures_.erase(TreeKey(d));
   }
 
   // Deletes priority classes the config no longer has (after their pods
@@ -695,6 +715,7 @@ class Qos {
     }
     host_.Delete(Key(rec.container_id, rec.ifname));
     ForgetPodMetrics(rec);
+    failures_.erase(PodKey(rec.ref()));
     used_.erase(rec.minor);
     records_.erase(rec.ref());  // `rec` dies here
     DropIdleIfbs();
@@ -786,6 +807,11 @@ class Qos {
         mismatch(dir + ": class " + tc::HandleString(tc::Handle(kMajor, want->parent)) + " (" +
                  want->class_label + ") is missing");
       }
+      if (uint64_t rate = ClassRate(d, want->parent); parent->rate != rate / 8) {
+        mismatch(dir + ": class " + tc::HandleString(parent->handle) + " (" + want->class_label +
+                 ") guarantees " + qos::FormatRate(parent->rate * 8) + ", expected " +
+                 qos::FormatRate(rate));
+      }
       bool have_queue = false;
       for (const auto& q : tc::Qdiscs(sk_, ifb->ifindex)) {
         if (q.parent == handle && q.kind == "bfifo" && q.limit == want->queue) have_queue = true;
@@ -804,14 +830,21 @@ class Qos {
   }
 
   // Runs fn, recording a failure instead of throwing.
+  // Runs fn; a failure is kept under `key` (and reported by Status) until
+  // the same key succeeds or the pod goes.
   template <class Fn>
-  void Note(const std::string& what, Fn&& fn) {
+  void Note(const std::string& key, Fn&& fn) {
     try {
       fn();
+      failures_.erase(key);
     } catch (const std::exception& e) {
-      failures_.push_back(what + ": " + e.what());
+      failures_[key] = e.what();
     }
   }
+  static std::string PodKey(const PodRef& r) {
+    return "pod " + r.container_id + " (" + r.ifname + ")";
+  }
+  static std::string TreeKey(Direction d) { return std::string(qos::DirectionName(d)) + " tree"; }
 
   void PublishClassRates(const qos::Config* prev = nullptr) {
     if (prev != nullptr) {
@@ -902,7 +935,7 @@ class Qos {
   std::set<uint32_t> used_;
   std::array<int, 2> ifb_{};
   std::array<bool, 2> tree_ok_{};
-  std::vector<std::string> failures_;
+  std::map<std::string, std::string> failures_;  // what is out of date -> why
   uint32_t m_pod_rate_ = 0, m_pod_drops_ = 0, m_class_rate_ = 0, m_class_drops_ = 0;
 
   std::mutex stats_mu_;

@@ -564,6 +564,61 @@ TEST_F(Qos, RestartKeepsLimitsInPlace) {
   EXPECT_FALSE(HasLink("tqos-ingress"));
 }
 
+TEST_F(Qos, ConfigChangedWhileDownIsAppliedAtStart) {
+  Start(R"({default_egress_bandwidth: 20Mbps,
+            priority_classes: {old: {egress_bandwidth: 50M, tc_class_id: 9}}})");
+  PodNet a = Add("down-a");
+  std::string tag = QosFilter(a.host_if, "ingress")["options"]["bpf_name"];
+  std::string leaf = tag.substr(tag.find('@') + 1);
+  daemon_->Stop();
+  Rewrite(R"({default_egress_bandwidth: 35Mbps})");
+  std::string why;
+  ASSERT_TRUE(daemon_->Start(&why)) << why;
+  auto c = Classes("tqos-egress");
+  EXPECT_EQ(c[leaf].ceil, "35Mbit");
+  EXPECT_FALSE(c.contains("ffe0:9")) << "a class the config no longer has survived the restart";
+  EXPECT_EQ(QosFilter(a.host_if, "ingress")["options"]["bpf_name"], tag);
+  EXPECT_EQ(Call("CHECK", a.id, a.ns->path()).exit_code, 0);
+  EXPECT_EQ(Del(a).exit_code, 0);
+}
+
+TEST_F(Qos, ConcurrentAddsAndDelsGetLeavesOfTheirOwn) {
+  Start(R"({default_ingress_bandwidth: 50Mbps})");
+  constexpr int kPods = 20;
+  std::vector<std::unique_ptr<Netns>> ns;
+  for (int i = 0; i < kPods; ++i) ns.push_back(std::make_unique<Netns>("cc"));
+  std::vector<std::future<RunResult>> adds;
+  for (int i = 0; i < kPods; ++i) {
+    adds.push_back(std::async(std::launch::async, [&, i] {
+      return Call("ADD", "cc-" + std::to_string(i), ns[i]->path(),
+                  Bandwidth(0, (i + 1) * 1'000'000ULL));
+    }));
+  }
+  std::set<std::string> leaves;
+  for (int i = 0; i < kPods; ++i) {
+    auto r = adds[i].get();
+    ASSERT_EQ(r.exit_code, 0) << r.out;
+    std::string host_if = r.json()["interfaces"][0]["name"];
+    std::string tag = QosFilter(host_if, "ingress")["options"]["bpf_name"];
+    ASSERT_EQ(tag.rfind("trellis-qos:cc-" + std::to_string(i) + "/eth0@", 0), 0u) << tag;
+    std::string leaf = tag.substr(tag.find('@') + 1);
+    leaves.insert(leaf);
+    // Each pod's leaf carries its own limit.
+    EXPECT_EQ(Classes("tqos-egress")[leaf].ceil, std::to_string(i + 1) + "Mbit") << leaf;
+    EXPECT_EQ(Classes("tqos-ingress")[leaf].ceil, "50Mbit");
+  }
+  EXPECT_EQ(leaves.size(), size_t(kPods));
+  std::vector<std::future<RunResult>> dels;
+  for (int i = 0; i < kPods; ++i) {
+    dels.push_back(std::async(std::launch::async, [&, i] {
+      return Call("DEL", "cc-" + std::to_string(i), ns[i]->path());
+    }));
+  }
+  for (auto& f : dels) EXPECT_EQ(f.get().exit_code, 0);
+  EXPECT_FALSE(HasLink("tqos-egress"));
+  EXPECT_FALSE(HasLink("tqos-ingress"));
+}
+
 TEST_F(Qos, MetricsReportRatesAndDrops) {
   Start(R"({node_egress_bandwidth: 1Gbps, stats_interval: 200ms,
             priority_classes: {bulk: {egress_bandwidth: 100M, tc_class_id: 4}}})");
