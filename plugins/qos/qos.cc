@@ -153,15 +153,16 @@ class Qos {
         cfg_(qos::Config::Parse(config)),
         sk_(tc::Socket::Open()),
         stats_sk_(tc::Socket::Open()) {
-    m_pod_rate_ = host_.RegisterMetric(TRELLIS_METRIC_GAUGE, "trellis_qos_pod_rate_bits",
-                                       "Configured bandwidth limit of a pod attachment, bits/s.",
-                                       {"namespace", "pod", "interface", "direction"});
+    m_pod_rate_ =
+        host_.RegisterMetric(TRELLIS_METRIC_GAUGE, "trellis_qos_pod_limit_bits_per_second",
+                             "Configured bandwidth limit of a pod attachment, bits/s.",
+                             {"namespace", "pod", "interface", "direction"});
     m_pod_drops_ =
         host_.RegisterMetric(TRELLIS_METRIC_COUNTER, "trellis_qos_pod_drops_total",
                              "Packets of a pod attachment dropped by its shaper (tc stats).",
                              {"namespace", "pod", "interface", "direction"});
     m_class_rate_ = host_.RegisterMetric(
-        TRELLIS_METRIC_GAUGE, "trellis_qos_class_rate_bits",
+        TRELLIS_METRIC_GAUGE, "trellis_qos_class_guaranteed_bits_per_second",
         "Guaranteed bandwidth of a priority class on this node, bits/s (class \"default\": "
         "pods without a class).",
         {"class", "direction"});

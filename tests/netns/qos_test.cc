@@ -456,9 +456,10 @@ TEST_F(Qos, ReconfigureUpdatesRunningPodsWithoutReconnecting) {
   EXPECT_EQ(daemon_->NodeExec("cat /sys/class/net/" + client.host_if + "/ifindex").out,
             veth_before);
   EXPECT_EQ(QosFilter(client.host_if, "ingress")["options"]["bpf_name"], tag);
-  EXPECT_NE(Metrics().find("trellis_qos_pod_rate_bits{namespace=\"qos\",pod=\"live-client\","
-                           "interface=\"eth0\",direction=\"egress\"} 5e+07"),
-            std::string::npos)
+  EXPECT_NE(
+      Metrics().find("trellis_qos_pod_limit_bits_per_second{namespace=\"qos\",pod=\"live-client\","
+                     "interface=\"eth0\",direction=\"egress\"} 5e+07"),
+      std::string::npos)
       << Metrics();
   for (auto* p : {&server, &client}) EXPECT_EQ(Del(*p).exit_code, 0);
 }
@@ -625,14 +626,16 @@ TEST_F(Qos, MetricsReportRatesAndDrops) {
   PodNet server = Add("m-server");
   PodNet client = Add("m-client", Bandwidth(0, 10'000'000));
   std::string m = Metrics();
-  EXPECT_NE(
-      m.find("trellis_qos_pod_rate_bits{namespace=\"qos\",pod=\"m-client\",interface=\"eth0\","
-             "direction=\"egress\"} 1e+07"),
-      std::string::npos)
+  EXPECT_NE(m.find("trellis_qos_pod_limit_bits_per_second{namespace=\"qos\",pod=\"m-client\","
+                   "interface=\"eth0\","
+                   "direction=\"egress\"} 1e+07"),
+            std::string::npos)
       << m;
-  EXPECT_NE(m.find("trellis_qos_class_rate_bits{class=\"bulk\",direction=\"egress\"} 1e+08"),
+  EXPECT_NE(m.find("trellis_qos_class_guaranteed_bits_per_second{class=\"bulk\",direction="
+                   "\"egress\"} 1e+08"),
             std::string::npos);
-  EXPECT_NE(m.find("trellis_qos_class_rate_bits{class=\"default\",direction=\"egress\"} 9e+08"),
+  EXPECT_NE(m.find("trellis_qos_class_guaranteed_bits_per_second{class=\"default\",direction="
+                   "\"egress\"} 9e+08"),
             std::string::npos);
   // UDP at 5x the limit: the pod's queue overflows.
   Iperf(client, server, 5501, false, 2, "-u -b 50M");
