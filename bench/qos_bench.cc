@@ -20,8 +20,11 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <condition_variable>
 #include <cstdio>
+#include <deque>
 #include <fstream>
+#include <functional>
 #include <future>
 #include <iostream>
 #include <regex>
@@ -137,62 +140,132 @@ Json Bandwidth(uint64_t rate, uint64_t burst) {
 
 // -------------------------------------------------------------- part 1 --
 
+// A thread that lives in a network namespace and runs what it is given
+// there: processes it forks (plugins, trellisd) inherit the namespace.
+class NsWorker {
+ public:
+  explicit NsWorker(const std::string& netns_path)
+      : thread_([this, netns_path] {
+          Enter(netns_path);
+          Loop();
+        }) {}
+  ~NsWorker() {
+    {
+      std::lock_guard lock(mu_);
+      stop_ = true;
+    }
+    cv_.notify_all();
+    thread_.join();
+  }
+  void Run(const std::function<void()>& fn) {
+    std::promise<void> done;
+    {
+      std::lock_guard lock(mu_);
+      queue_.push_back([&] {
+        fn();
+        done.set_value();
+      });
+    }
+    cv_.notify_all();
+    done.get_future().get();
+  }
+
+ private:
+  void Loop() {
+    std::unique_lock lock(mu_);
+    while (true) {
+      cv_.wait(lock, [&] { return stop_ || !queue_.empty(); });
+      if (queue_.empty()) return;
+      auto fn = std::move(queue_.front());
+      queue_.pop_front();
+      lock.unlock();
+      fn();
+      lock.lock();
+    }
+  }
+  std::mutex mu_;
+  std::condition_variable cv_;
+  std::deque<std::function<void()>> queue_;
+  bool stop_ = false;
+  std::thread thread_;
+};
+
+// The four setups side by side, each in its own node namespace, measured in
+// interleaved rounds so that a change of machine load in the middle of the
+// run weighs on all of them alike.
 Json AddLatency(const Options& o) {
   Json out = Json::object();
-  std::printf("ADD/DEL latency, %d pods, sequential (ms)\n", o.pods);
-  std::map<std::string, Pct> add;
-  for (const std::string name : {"trellis", "trellis-qos", "ptp", "ptp-bw"}) {
+  const std::vector<std::string> names = {"trellis", "trellis-qos", "ptp", "ptp-bw"};
+  const int rounds = std::max(1, o.pods / 10), per_round = std::max(1, o.pods / rounds);
+  std::printf("ADD/DEL latency, %d pods per setup in %d interleaved rounds, sequential (ms)\n",
+              rounds * per_round, rounds);
+  struct Slot {
     TempDir tmp;
-    Netns node("qbn");
-    int home = open("/proc/self/ns/net", O_RDONLY | O_CLOEXEC);
-    Enter(node.path());
-    {
-      Setup s(name, tmp.path());
-      auto churn = [&](int n, const std::string& tag, std::vector<double>* a,
-                       std::vector<double>* d) {
-        std::vector<std::unique_ptr<Netns>> ns;
-        std::vector<Attachment> atts(n);
-        for (int i = 0; i < n; ++i) {
-          ns.push_back(std::make_unique<Netns>("qbp"));
-          atts[i].container_id = "qb-" + tag + "-" + std::to_string(i);
-          atts[i].netns = ns[i]->path();
-          atts[i].cni_args =
-              "IgnoreUnknown=1;K8S_POD_NAMESPACE=bench;K8S_POD_NAME=" + atts[i].container_id;
-          if (s.shaped())
-            atts[i].capability_args = {{"bandwidth", Bandwidth(100'000'000, o.burst_bits)}};
-        }
-        for (auto& at : atts) {
-          auto t0 = Clock::now();
-          auto r = s.runner().Add(at);
-          if (a) a->push_back(std::chrono::duration<double, std::milli>(Clock::now() - t0).count());
-          if (r.code != 0) std::cerr << name << " ADD: " << r.plugin << ": " << r.message << "\n";
-        }
-        for (auto& at : atts) {
-          auto t0 = Clock::now();
-          auto r = s.runner().Del(at);
-          if (d) d->push_back(std::chrono::duration<double, std::milli>(Clock::now() - t0).count());
-          if (r.code != 0) std::cerr << name << " DEL: " << r.plugin << ": " << r.message << "\n";
-        }
-      };
-      churn(5, "warm", nullptr, nullptr);
-      std::vector<double> a, d;
-      churn(o.pods, "run", &a, &d);
-      Pct pa = Percentiles(a), pd = Percentiles(d);
-      add[name] = pa;
-      out[name] = {{"add_ms", ToJson(pa)}, {"del_ms", ToJson(pd)}};
-      std::printf("  %-12s ADD p50 %7.2f p99 %7.2f | DEL p50 %7.2f p99 %7.2f\n", name.c_str(),
-                  pa.p50, pa.p99, pd.p50, pd.p99);
-      std::fflush(stdout);
-    }
-    setns(home, CLONE_NEWNET);
-    close(home);
+    std::unique_ptr<Netns> node;
+    std::unique_ptr<NsWorker> worker;
+    std::unique_ptr<Setup> setup;
+    std::vector<double> add, del;
+  };
+  std::vector<std::unique_ptr<Slot>> slots;
+  for (const auto& name : names) {
+    auto slot = std::make_unique<Slot>();
+    slot->node = std::make_unique<Netns>("qbn");
+    slot->worker = std::make_unique<NsWorker>(slot->node->path());
+    slot->worker->Run([&] { slot->setup = std::make_unique<Setup>(name, slot->tmp.path()); });
+    slots.push_back(std::move(slot));
   }
+  auto churn = [&](Slot& slot, const std::string& name, int n, const std::string& tag, bool keep) {
+    std::vector<std::unique_ptr<Netns>> ns;
+    std::vector<Attachment> atts(n);
+    for (int i = 0; i < n; ++i) {
+      ns.push_back(std::make_unique<Netns>("qbp"));
+      atts[i].container_id = "qb-" + tag + "-" + std::to_string(i);
+      atts[i].netns = ns[i]->path();
+      atts[i].cni_args =
+          "IgnoreUnknown=1;K8S_POD_NAMESPACE=bench;K8S_POD_NAME=" + atts[i].container_id;
+      if (slot.setup->shaped()) {
+        atts[i].capability_args = {{"bandwidth", Bandwidth(100'000'000, o.burst_bits)}};
+      }
+    }
+    slot.worker->Run([&] {
+      for (auto& at : atts) {
+        auto t0 = Clock::now();
+        auto r = slot.setup->runner().Add(at);
+        if (keep)
+          slot.add.push_back(std::chrono::duration<double, std::milli>(Clock::now() - t0).count());
+        if (r.code != 0) std::cerr << name << " ADD: " << r.plugin << ": " << r.message << "\n";
+      }
+      for (auto& at : atts) {
+        auto t0 = Clock::now();
+        auto r = slot.setup->runner().Del(at);
+        if (keep)
+          slot.del.push_back(std::chrono::duration<double, std::milli>(Clock::now() - t0).count());
+        if (r.code != 0) std::cerr << name << " DEL: " << r.plugin << ": " << r.message << "\n";
+      }
+    });
+  };
+  for (size_t i = 0; i < slots.size(); ++i) churn(*slots[i], names[i], 3, "warm", false);
+  for (int r = 0; r < rounds; ++r) {
+    for (size_t i = 0; i < slots.size(); ++i) {
+      churn(*slots[i], names[i], per_round, "r" + std::to_string(r), true);
+    }
+  }
+  std::map<std::string, Pct> add;
+  for (size_t i = 0; i < slots.size(); ++i) {
+    Pct pa = Percentiles(slots[i]->add), pd = Percentiles(slots[i]->del);
+    add[names[i]] = pa;
+    out[names[i]] = {{"add_ms", ToJson(pa)}, {"del_ms", ToJson(pd)}};
+    std::printf("  %-12s ADD p50 %7.2f p99 %7.2f | DEL p50 %7.2f p99 %7.2f\n", names[i].c_str(),
+                pa.p50, pa.p99, pd.p50, pd.p99);
+  }
+  for (auto& slot : slots) slot->worker->Run([&] { slot->setup.reset(); });
   double added_trellis = add["trellis-qos"].p50 - add["trellis"].p50;
   double added_ref = add["ptp-bw"].p50 - add["ptp"].p50;
   double ratio = add["ptp-bw"].p50 / add["trellis-qos"].p50;
   std::printf("  shaping adds to ADD p50: trellis %+.2f ms, bandwidth plugin %+.2f ms\n",
               added_trellis, added_ref);
   std::printf("  ptp+host-local+bandwidth / trellis with qos, ADD p50: x%.1f\n", ratio);
+  std::fflush(stdout);
   out["added_p50_ms"] = {{"trellis", added_trellis}, {"bandwidth", added_ref}};
   out["ratio_add_p50"] = ratio;
   return out;
