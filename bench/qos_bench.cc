@@ -122,6 +122,22 @@ class Setup {
                                                std::vector<fs::path>{bin_.path(), "/usr/lib/cni"});
   }
   ConflistRunner& runner() { return *runner_; }
+  // trellisd's own account of its work per CNI command (its log), for the
+  // measured attachments: ms.
+  std::vector<double> DaemonMs(const std::string& command, const std::string& id_prefix) const {
+    std::vector<double> v;
+    if (!daemon_) return v;
+    static const std::regex re(R"(CNI (\w+) container=(\S+) .*result=ok duration=([0-9.]+)ms)");
+    std::istringstream in(daemon_->Log());
+    for (std::string line; std::getline(in, line);) {
+      std::smatch m;
+      if (std::regex_search(line, m, re) && m[1] == command &&
+          m[2].str().rfind(id_prefix, 0) == 0) {
+        v.push_back(std::stod(m[3]));
+      }
+    }
+    return v;
+  }
   bool shaped() const { return shaped_; }
 
  private:
@@ -255,8 +271,17 @@ Json AddLatency(const Options& o) {
     Pct pa = Percentiles(slots[i]->add), pd = Percentiles(slots[i]->del);
     add[names[i]] = pa;
     out[names[i]] = {{"add_ms", ToJson(pa)}, {"del_ms", ToJson(pd)}};
-    std::printf("  %-12s ADD p50 %7.2f p99 %7.2f | DEL p50 %7.2f p99 %7.2f\n", names[i].c_str(),
+    std::printf("  %-12s ADD p50 %7.2f p99 %7.2f | DEL p50 %7.2f p99 %7.2f", names[i].c_str(),
                 pa.p50, pa.p99, pd.p50, pd.p99);
+    auto da = slots[i]->setup->DaemonMs("ADD", "qb-r"),
+         dd = slots[i]->setup->DaemonMs("DEL", "qb-r");
+    if (!da.empty()) {
+      Pct a = Percentiles(da), d = Percentiles(dd);
+      out[names[i]]["daemon_add_ms"] = ToJson(a);
+      out[names[i]]["daemon_del_ms"] = ToJson(d);
+      std::printf(" | in trellisd: ADD p50 %6.2f p99 %7.2f, DEL p50 %6.2f", a.p50, a.p99, d.p50);
+    }
+    std::printf("\n");
   }
   for (auto& slot : slots) slot->worker->Run([&] { slot->setup.reset(); });
   double added_trellis = add["trellis-qos"].p50 - add["trellis"].p50;

@@ -768,6 +768,8 @@ class Qos {
       }
       auto ifb = tc::GetLink(sk_, kIfbName[d]);
       if (!ifb) mismatch(dir + ": device " + kIfbName[d] + " is missing");
+      // mirred drops what it cannot hand to a device that is down.
+      if (!ifb->up) mismatch(dir + ": device " + kIfbName[d] + " is down");
       const std::string tag = rec.Tag() + "@" + tc::HandleString(handle);
       if (ours == nullptr) {
         mismatch(dir + ": no qos filter on " + rec.host_ifname + " (" +
