@@ -489,7 +489,11 @@ class Qos {
     l.cburst = l.limit ? l.limit->burst : qos::DefaultBurst(l.ceil);
     uint64_t bytes = l.ceil / 8 * cfg_.queue_latency_us / 1'000'000;
     // At least one full-size GSO packet and two frames: bfifo drops a
-    // packet larger than its limit even into an empty queue.
+    // packet larger than its room even into an empty queue, and between pods
+    // of one node (RTT ~0.1 ms) TCP's TSO autosizing sends 64 KiB packets at
+    // any rate. Measured: a 62.5 KiB queue holds a 100 Mbit/s flow to
+    // 70-77 Mbit/s, 66 KiB to 95. At low rates this floor, not
+    // queue_latency, bounds the queue (10 Mbit/s: ~55 ms).
     uint64_t floor = 65536 + 2 * (uint64_t(mtu) + qos::kEthernetHeader);
     l.queue = static_cast<uint32_t>(std::clamp<uint64_t>(bytes, floor, kMaxQueueBytes));
     return l;

@@ -145,14 +145,16 @@ class Qos : public ::testing::Test {
              std::string::npos;
     }));
   }
-  // TCP goodput in Mbit/s as the receiving side measured it; `reverse`
+  // Steady-state TCP goodput in Mbit/s as the receiving side measured it,
+  // the first second (slow start and its overshoot) left out; `reverse`
   // sends from the server to the client.
   double Iperf(const PodNet& client, const PodNet& server, int port, bool reverse, int seconds = 4,
                const std::string& extra = "") {
     Serve(server, port);
-    auto r = client.ns->Exec("iperf3 -J -c " + server.ip + " -p " + std::to_string(port) + " -t " +
-                                 std::to_string(seconds) + (reverse ? " -R " : " ") + extra,
-                             std::chrono::seconds(seconds + 30));
+    auto r =
+        client.ns->Exec("iperf3 -J -c " + server.ip + " -p " + std::to_string(port) + " -O 1 -t " +
+                            std::to_string(seconds) + (reverse ? " -R " : " ") + extra,
+                        std::chrono::seconds(seconds + 30));
     Json j = Json::parse(r.out, nullptr, false);
     EXPECT_FALSE(j.is_discarded()) << r.out << r.err;
     if (j.is_discarded() || !j.contains("end")) return -1;
@@ -385,8 +387,9 @@ TEST_F(Qos, HighClassKeepsItsRateUnderContention) {
   Serve(server, 5302);
   auto run = [&](const PodNet& c, int port) {
     return std::async(std::launch::async, [&, port] {
-      auto r = c.ns->Exec("iperf3 -J -c " + server.ip + " -p " + std::to_string(port) + " -t 5",
-                          std::chrono::seconds(40));
+      auto r =
+          c.ns->Exec("iperf3 -J -c " + server.ip + " -p " + std::to_string(port) + " -O 1 -t 5",
+                     std::chrono::seconds(40));
       Json j = Json::parse(r.out, nullptr, false);
       return j.is_discarded() || !j.contains("end")
                  ? -1.0
