@@ -61,7 +61,7 @@ constexpr uint32_t kLeafFirst = 0x100, kLeafLast = 0xefff;
 constexpr uint32_t kNodeMinor = 0xf000, kDefaultMinor = 0xf001, kCatchAllMinor = 0xf002;
 constexpr uint32_t kFilterPref = 0x7e11, kFilterHandle = 1;
 constexpr uint64_t kUnlimited = qos::kMaxRate;  // bits/s of a class nothing limits
-constexpr uint64_t kLeafAssuredBytes = 1000;    // 8 kbit/s: see Leaf()
+constexpr uint64_t kLeafAssuredBytes = 1000;    // 8 kbit/s: see Sync()
 constexpr uint32_t kLeafQuantum = 16384;
 constexpr uint32_t kMaxQueueBytes = 4u << 20;
 const char* const kIfbName[2] = {"tqos-egress", "tqos-ingress"};
