@@ -1,0 +1,219 @@
+#include "nft.h"
+
+#include <nftables/libnftables.h>
+
+#include <nlohmann/json.hpp>
+#include <sstream>
+#include <stdexcept>
+
+namespace trellis::policy {
+namespace {
+
+constexpr size_t kElementsPerCommand = 2048;
+
+std::string Obj(const std::string& name) { return std::string("inet ") + kTable + " " + name; }
+
+bool IsMap(const NftSet& s) { return s.spec.find(" : ") != std::string::npos; }
+
+void AddSet(std::ostringstream& o, const std::string& name, const NftSet& s) {
+  o << "add " << (IsMap(s) ? "map " : "set ") << Obj(name) << " { " << s.spec << " }\n";
+}
+
+void AddChain(std::ostringstream& o, const std::string& name, const NftChain& c) {
+  o << "add chain " << Obj(name);
+  if (!c.spec.empty()) o << " { " << c.spec << " }";
+  o << "\n";
+}
+
+void AddRules(std::ostringstream& o, const std::string& name, const NftChain& c) {
+  for (const auto& r : c.rules) o << "add rule " << Obj(name) << " " << r << "\n";
+}
+
+template <class It, class Fn>
+void Elements(std::ostringstream& o, const char* verb, const std::string& set, It begin, It end,
+              Fn&& text) {
+  size_t n = 0;
+  for (It it = begin; it != end; ++it) {
+    if (n % kElementsPerCommand == 0) {
+      if (n > 0) o << " }\n";
+      o << verb << " element " << Obj(set) << " { ";
+    } else {
+      o << ", ";
+    }
+    o << text(*it);
+    ++n;
+  }
+  if (n > 0) o << " }\n";
+}
+
+std::string ElementText(const std::pair<const std::string, std::string>& e) {
+  return e.second.empty() ? e.first : e.first + " : " + e.second;
+}
+
+}  // namespace
+
+size_t NftTable::ElementCount() const {
+  size_t n = 0;
+  for (const auto& [name, s] : sets) n += s.elements.size();
+  return n;
+}
+
+size_t NftTable::RuleCount() const {
+  size_t n = 0;
+  for (const auto& [name, c] : chains) n += c.rules.size();
+  return n;
+}
+
+void Touched::Merge(const Touched& o) {
+  sets.insert(o.sets.begin(), o.sets.end());
+  chains.insert(o.chains.begin(), o.chains.end());
+  counters.insert(o.counters.begin(), o.counters.end());
+}
+
+std::string RenderReplace(const NftTable& t, const std::map<std::string, CounterValue>& counters,
+                          const std::string& extra) {
+  std::ostringstream o;
+  o << "add table inet " << kTable << "\n";
+  o << "delete table inet " << kTable << "\n";
+  o << "add table inet " << kTable << "\n";
+  for (const auto& name : t.counters) {
+    o << "add counter " << Obj(name);
+    if (auto it = counters.find(name); it != counters.end()) {
+      o << " { packets " << it->second.packets << " bytes " << it->second.bytes << " }";
+    }
+    o << "\n";
+  }
+  for (const auto& [name, s] : t.sets) AddSet(o, name, s);
+  for (const auto& [name, c] : t.chains) AddChain(o, name, c);
+  for (const auto& [name, s] : t.sets) {
+    Elements(o, "add", name, s.elements.begin(), s.elements.end(), ElementText);
+  }
+  for (const auto& [name, c] : t.chains) AddRules(o, name, c);
+  o << extra;
+  return o.str();
+}
+
+std::string RenderDiff(const NftTable& from, const NftTable& to, const Touched& touched) {
+  std::ostringstream o;
+  auto find_set = [](const NftTable& t, const std::string& n) -> const NftSet* {
+    auto it = t.sets.find(n);
+    return it == t.sets.end() ? nullptr : &it->second;
+  };
+  auto find_chain = [](const NftTable& t, const std::string& n) -> const NftChain* {
+    auto it = t.chains.find(n);
+    return it == t.chains.end() ? nullptr : &it->second;
+  };
+  // 1. New objects, empty.
+  for (const auto& n : touched.counters) {
+    if (to.counters.contains(n) && !from.counters.contains(n)) o << "add counter " << Obj(n) << "\n";
+  }
+  for (const auto& n : touched.sets) {
+    const NftSet* a = find_set(from, n);
+    const NftSet* b = find_set(to, n);
+    if (b && !a) AddSet(o, n, *b);
+  }
+  for (const auto& n : touched.chains) {
+    const NftChain* a = find_chain(from, n);
+    const NftChain* b = find_chain(to, n);
+    if (b && !a) AddChain(o, n, *b);
+  }
+  // 2. Rules of new and changed chains (the sets they name exist now).
+  for (const auto& n : touched.chains) {
+    const NftChain* a = find_chain(from, n);
+    const NftChain* b = find_chain(to, n);
+    if (!b) continue;
+    if (a && a->rules == b->rules) continue;
+    if (a) o << "flush chain " << Obj(n) << "\n";
+    AddRules(o, n, *b);
+  }
+  // 3. Elements: removed and changed ones out, then new and changed ones in.
+  for (const auto& n : touched.sets) {
+    const NftSet* a = find_set(from, n);
+    const NftSet* b = find_set(to, n);
+    if (!b) continue;
+    std::vector<std::string> del;
+    std::vector<std::pair<const std::string, std::string>> add;
+    if (a) {
+      for (const auto& [k, v] : a->elements) {
+        auto it = b->elements.find(k);
+        if (it == b->elements.end() || it->second != v) del.push_back(k);
+      }
+    }
+    for (const auto& e : b->elements) {
+      if (!a) {
+        add.push_back(e);
+        continue;
+      }
+      auto it = a->elements.find(e.first);
+      if (it == a->elements.end() || it->second != e.second) add.push_back(e);
+    }
+    Elements(o, "delete", n, del.begin(), del.end(), [](const std::string& k) { return k; });
+    Elements(o, "add", n, add.begin(), add.end(), ElementText);
+  }
+  // 4. Removed objects, after the last reference to them is gone.
+  for (const auto& n : touched.chains) {
+    if (find_chain(from, n) && !find_chain(to, n)) o << "flush chain " << Obj(n) << "\n";
+  }
+  for (const auto& n : touched.chains) {
+    if (find_chain(from, n) && !find_chain(to, n)) o << "delete chain " << Obj(n) << "\n";
+  }
+  for (const auto& n : touched.sets) {
+    const NftSet* a = find_set(from, n);
+    if (a && !find_set(to, n)) o << "delete " << (IsMap(*a) ? "map " : "set ") << Obj(n) << "\n";
+  }
+  for (const auto& n : touched.counters) {
+    if (from.counters.contains(n) && !to.counters.contains(n)) o << "delete counter " << Obj(n) << "\n";
+  }
+  return o.str();
+}
+
+Nft::Nft() : ctx_(nft_ctx_new(NFT_CTX_DEFAULT)), json_ctx_(nft_ctx_new(NFT_CTX_DEFAULT)) {
+  if (ctx_ == nullptr || json_ctx_ == nullptr) throw std::runtime_error("nft_ctx_new failed");
+  nft_ctx_buffer_output(ctx_);
+  nft_ctx_buffer_error(ctx_);
+  nft_ctx_buffer_output(json_ctx_);
+  nft_ctx_buffer_error(json_ctx_);
+  nft_ctx_output_set_flags(json_ctx_, NFT_CTX_OUTPUT_JSON);
+}
+
+Nft::~Nft() {
+  nft_ctx_free(ctx_);
+  nft_ctx_free(json_ctx_);
+}
+
+std::string Nft::Run(const std::string& script, std::string* output) {
+  std::lock_guard lock(mu_);
+  int rc = nft_run_cmd_from_buffer(ctx_, script.c_str());
+  if (output != nullptr) *output = nft_ctx_get_output_buffer(ctx_);
+  std::string err = nft_ctx_get_error_buffer(ctx_);
+  if (rc == 0) return "";
+  return err.empty() ? "nft failed without a message" : err;
+}
+
+std::map<std::string, CounterValue> Nft::Counters() {
+  std::lock_guard lock(mu_);
+  std::map<std::string, CounterValue> out;
+  std::string cmd = std::string("list counters table inet ") + kTable;
+  if (nft_run_cmd_from_buffer(json_ctx_, cmd.c_str()) != 0) return out;
+  auto j = nlohmann::json::parse(nft_ctx_get_output_buffer(json_ctx_), nullptr, false);
+  if (!j.is_object() || !j.contains("nftables")) return out;
+  for (const auto& item : j["nftables"]) {
+    if (!item.contains("counter")) continue;
+    const auto& c = item["counter"];
+    out[c.value("name", "")] = {c.value("packets", uint64_t{0}), c.value("bytes", uint64_t{0})};
+  }
+  return out;
+}
+
+bool Nft::TableExists() {
+  std::lock_guard lock(mu_);
+  if (nft_run_cmd_from_buffer(json_ctx_, "list tables inet") != 0) return false;
+  auto j = nlohmann::json::parse(nft_ctx_get_output_buffer(json_ctx_), nullptr, false);
+  if (!j.is_object() || !j.contains("nftables")) return false;
+  for (const auto& item : j["nftables"]) {
+    if (item.contains("table") && item["table"].value("name", "") == kTable) return true;
+  }
+  return false;
+}
+
+}  // namespace trellis::policy
