@@ -489,11 +489,11 @@ void Stamp(Policy* p, const std::string& key, const std::string& origin, const J
   p->uid = Hex(Fnv64(key + "\n" + canonical.dump()), 12);
 }
 
-Json YamlToJson(const std::string& document) {
+Json YamlToJson(const std::string& document, int first_line) {
   try {
     return NodeToJson(YAML::Load(document));
   } catch (const YAML::Exception& e) {
-    std::string where = e.mark.is_null() ? "" : "line " + std::to_string(e.mark.line + 1) + ": ";
+    std::string where = e.mark.is_null() ? "" : "line " + std::to_string(e.mark.line + first_line) + ": ";
     throw ParseError("malformed YAML: " + where + e.msg);
   }
 }
@@ -508,7 +508,7 @@ std::vector<LoadedDocument> ParsePolicyFile(const std::string& path, const std::
                         std::to_string(first_line) + ")";
     Json doc;
     try {
-      doc = YamlToJson(text);
+      doc = YamlToJson(text, first_line);
     } catch (const ParseError& e) {
       out.push_back({index, std::nullopt, where + ": " + e.what()});
       continue;

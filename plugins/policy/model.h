@@ -116,7 +116,8 @@ std::vector<Policy> ParseNetworkIsolation(const Json& j);
 // Converts one YAML document to JSON: plain scalars become numbers, booleans
 // or null when they read as such (YAML 1.2 core schema), quoted ones stay
 // strings. Throws ParseError with the line on malformed YAML.
-Json YamlToJson(const std::string& document);
+// `first_line` numbers the document's lines as in its file.
+Json YamlToJson(const std::string& document, int first_line = 1);
 
 uint64_t Fnv64(const std::string& s);
 std::string Hex(uint64_t v, int digits = 16);
