@@ -78,7 +78,7 @@ Engine::Engine() {
   desired_.counters = {"pending", "spoofed"};
   auto& c = desired_.chains;
   c["pod_out"] = {"",
-                  {"iifname @grace return",
+                  {"iifname != @pods iifname @grace return",
                    "iifname != @pods counter name \"pending\" drop",
                    "iifname . ip saddr != @src4 counter name \"spoofed\" drop",
                    "iifname . ip6 saddr != @src6 counter name \"spoofed\" drop",
@@ -126,6 +126,12 @@ Labels Engine::NamespaceLabels(const std::string& ns) const {
   return l;
 }
 
+const Labels& Engine::EffectiveNamespaceLabels(const std::string& ns) const {
+  auto it = ns_cache_.find(ns);
+  if (it == ns_cache_.end()) it = ns_cache_.emplace(ns, NamespaceLabels(ns)).first;
+  return it->second;
+}
+
 const Policy* Engine::PolicyOf(const std::string& uid) const {
   auto it = policies_.find(uid);
   return it == policies_.end() ? nullptr : &it->second;
@@ -138,7 +144,7 @@ bool Engine::Selects(const Policy& p, const PodIdentity& pod) const {
 bool Engine::PeerMatchesPod(const Policy& p, const Peer& peer, const PodIdentity& pod) const {
   if (peer.IsIpBlock()) return false;
   if (peer.namespaces) {
-    if (!peer.namespaces->Matches(NamespaceLabels(pod.ns))) return false;
+    if (!peer.namespaces->Matches(EffectiveNamespaceLabels(pod.ns))) return false;
   } else if (!p.cluster_wide && pod.ns != p.ns) {
     return false;  // a podSelector alone means the policy's own namespace
   }
@@ -205,10 +211,72 @@ std::optional<std::vector<Engine::Entry>> Engine::Program(const PodIdentity& pod
   return entries;
 }
 
-void Engine::MarkRuleDirty(const RuleRef& ref) {
+void Engine::PeerChanged(const RuleRef& ref, const PodIdentity& pod, int delta) {
   auto it = rule_groups_.find(ref);
   if (it == rule_groups_.end()) return;
-  dirty_groups_.insert(it->second.begin(), it->second.end());
+  for (const auto& name : it->second) {
+    Group& g = groups_.at(name);
+    for (const auto& e : g.entries) {
+      if (e.rule != ref) continue;
+      const Rule& r = PolicyOf(ref.uid)->Rules(g.egress)[ref.index];
+      std::vector<std::pair<std::string, std::string>> hashed;
+      std::vector<Box> boxes;
+      Contribute(g, e, r, pod, &hashed, &boxes);
+      Apply(name, g, hashed, boxes, delta);
+    }
+  }
+}
+
+void Engine::Apply(const std::string& group, Group& g,
+                   const std::vector<std::pair<std::string, std::string>>& hashed,
+                   const std::vector<Box>& boxes, int delta) {
+  for (const auto& [suffix, element] : hashed) Ref(group, g, suffix, element, delta);
+  for (const auto& b : boxes) RangeRef(group, g, b, delta);
+}
+
+// Port ranges of one pod address: the union per protocol is what the set
+// holds, so elements of one address never overlap (pipapo refuses that).
+void Engine::RangeRef(const std::string& group, Group& g, const Box& b, int delta) {
+  const std::string addr = FormatIp(b.addr.family, b.addr.lo);
+  auto& refs = g.range_refs[addr];
+  auto key = std::make_tuple(b.proto, b.ports.lo, b.ports.hi);
+  if ((refs[key] += delta) <= 0) refs.erase(key);
+  std::map<uint8_t, std::vector<PortRange>> per_proto;
+  for (const auto& [k, n] : refs) per_proto[std::get<0>(k)].push_back({std::get<1>(k), std::get<2>(k)});
+  std::set<std::string> now;
+  for (auto& [proto, ranges] : per_proto) {
+    for (const auto& r : UnionPorts(std::move(ranges))) {
+      now.insert(BoxElement({b.addr, proto, r}));
+    }
+  }
+  const std::string set_name = group + (b.addr.family == 4 ? "_ipr4" : "_ipr6");
+  auto& elements = desired_.sets[set_name].elements;
+  auto& had = g.range_elements[addr];
+  for (const auto& e : had) {
+    if (!now.contains(e) && elements.erase(e) > 0) touched_.sets.insert(set_name);
+  }
+  for (const auto& e : now) {
+    if (elements.emplace(e, "").second) touched_.sets.insert(set_name);
+  }
+  had = std::move(now);
+  if (refs.empty()) {
+    g.range_refs.erase(addr);
+    g.range_elements.erase(addr);
+  }
+}
+
+void Engine::Ref(const std::string& group, Group& g, const std::string& suffix, const std::string& element,
+                 int delta) {
+  auto& refs = g.refs[suffix];
+  int& count = refs[element];
+  count += delta;
+  auto& elements = desired_.sets[group + suffix].elements;
+  if (count > 0) {
+    if (elements.emplace(element, "").second) touched_.sets.insert(group + suffix);
+    return;
+  }
+  refs.erase(element);
+  if (elements.erase(element) > 0) touched_.sets.insert(group + suffix);
 }
 
 void Engine::RecomputeRulePeers(const RuleRef& ref, const Policy& p, const Rule& r) {
@@ -216,14 +284,18 @@ void Engine::RecomputeRulePeers(const RuleRef& ref, const Policy& p, const Rule&
   for (const auto& [k, pod] : pods_) {
     if (RuleWantsPod(p, r, ref.egress, pod)) peers.insert(k);
   }
-  auto it = rule_peers_.find(ref);
-  if (it != rule_peers_.end() && it->second == peers) return;
-  if (peers.empty()) {
-    if (it != rule_peers_.end()) rule_peers_.erase(it);
-  } else {
-    rule_peers_[ref] = std::move(peers);
+  std::set<std::string>& cur = rule_peers_[ref];
+  for (const auto& k : cur) {
+    if (!peers.contains(k)) PeerChanged(ref, pods_.at(k), -1);
   }
-  MarkRuleDirty(ref);
+  for (const auto& k : peers) {
+    if (!cur.contains(k)) PeerChanged(ref, pods_.at(k), +1);
+  }
+  if (peers.empty()) {
+    rule_peers_.erase(ref);
+  } else {
+    cur = std::move(peers);
+  }
 }
 
 void Engine::UpsertPod(const PodIdentity& pod) {
@@ -240,7 +312,7 @@ void Engine::UpsertPod(const PodIdentity& pod) {
         if (!RuleWantsPod(p, rules[i], dir == 1, added)) continue;
         RuleRef ref{uid, dir == 1, static_cast<int>(i)};
         rule_peers_[ref].insert(pod.key);
-        MarkRuleDirty(ref);
+        PeerChanged(ref, added, +1);
       }
     }
   }
@@ -251,7 +323,7 @@ void Engine::UpsertPod(const PodIdentity& pod) {
 void Engine::RemovePod(const std::string& key) {
   if (!pods_.contains(key)) return;
   for (auto it = rule_peers_.begin(); it != rule_peers_.end();) {
-    if (it->second.erase(key) > 0) MarkRuleDirty(it->first);
+    if (it->second.erase(key) > 0) PeerChanged(it->first, pods_.at(key), -1);
     it = it->second.empty() ? rule_peers_.erase(it) : std::next(it);
   }
   Unassign(key, 0);
@@ -275,9 +347,8 @@ void Engine::SetPolicies(std::vector<Policy> policies) {
     }
     for (int dir = 0; dir < 2; ++dir) {
       for (size_t i = 0; i < p.Rules(dir == 1).size(); ++i) {
-        RuleRef ref{p.uid, dir == 1, static_cast<int>(i)};
-        MarkRuleDirty(ref);
-        rule_peers_.erase(ref);
+        // The groups using these rules lose all their members below and go.
+        rule_peers_.erase(RuleRef{p.uid, dir == 1, static_cast<int>(i)});
       }
     }
     auto& idx = by_namespace_[p.cluster_wide ? "" : p.ns];
@@ -305,6 +376,7 @@ void Engine::SetPolicies(std::vector<Policy> policies) {
 void Engine::SetNamespaces(const std::map<std::string, Labels>& namespaces) {
   if (namespaces == namespaces_) return;
   namespaces_ = namespaces;
+  ns_cache_.clear();
   for (const auto& [uid, p] : policies_) {
     for (int dir = 0; dir < 2; ++dir) {
       const auto& rules = p.Rules(dir == 1);
@@ -350,7 +422,7 @@ void Engine::Assign(const std::string& pod_key) {
       it->second.has_all = has_all;
       it->second.has_ports = has_ports;
       for (const auto& e : it->second.entries) rule_groups_[e.rule].insert(name);
-      dirty_groups_.insert(name);
+      BuildGroup(name);
     }
     it->second.members.insert(pod_key);
     pod_group_[dir][pod_key] = name;
@@ -380,7 +452,9 @@ void Engine::DropGroup(const std::string& name) {
     if (it->second.empty()) rule_groups_.erase(it);
   }
   if (desired_.chains.erase(name) > 0) touched_.chains.insert(name);
-  for (const char* suffix : {"_a4", "_a6", "_p4", "_p6"}) EraseSet(name + suffix);
+  for (const char* suffix : {"_ip4", "_ip6", "_net4", "_net6", "_ipp4", "_ipp6", "_ipr4", "_ipr6", "_netp4", "_netp6"}) {
+    EraseSet(name + suffix);
+  }
   groups_.erase(g);
   dirty_groups_.erase(name);
 }
@@ -396,69 +470,128 @@ void Engine::EraseSet(const std::string& name) {
   if (desired_.sets.erase(name) > 0) touched_.sets.insert(name);
 }
 
-void Engine::RenderGroup(const std::string& name) {
+void Engine::Contribute(const Group& g, const Entry& e, const Rule& r, const PodIdentity& pod,
+                        std::vector<std::pair<std::string, std::string>>* hashed,
+                        std::vector<Box>* boxes) const {
+  auto add = [&](const char* kind, const IpRange& a, const std::string& tail) {
+    hashed->emplace_back(std::string(kind) + (a.family == 4 ? "4" : "6"), FormatIp(a.family, a.lo) + tail);
+  };
+  auto port_tail = [](uint8_t proto, uint16_t port) { return " . " + ProtoToken(proto) + " . " + std::to_string(port); };
+  if (r.all_peers) {
+    // Every address is in the interval sets already; a pod matters only for
+    // the egress named ports it resolves.
+    if (!g.egress || r.all_ports) return;
+    for (const auto& pp : r.ports) {
+      if (pp.named.empty()) continue;
+      for (const auto& np : pod.ports) {
+        if (np.name != pp.named || np.proto != pp.proto) continue;
+        for (const auto& a : pod.addresses) add("_ipp", a, port_tail(np.proto, np.port));
+      }
+    }
+    return;
+  }
+  if (!g.egress) {
+    if (e.all_ports) {
+      for (const auto& a : pod.addresses) add("_ip", a, "");
+      return;
+    }
+    for (const auto& rp : e.ports) {
+      for (const auto& a : pod.addresses) {
+        if (rp.range.lo == rp.range.hi) add("_ipp", a, port_tail(rp.proto, rp.range.lo));
+        else boxes->push_back({a, rp.proto, rp.range});
+      }
+    }
+    return;
+  }
+  if (r.all_ports) {
+    for (const auto& a : pod.addresses) add("_ip", a, "");
+    return;
+  }
+  for (const auto& pp : r.ports) {
+    if (!pp.named.empty()) {
+      // Egress named ports resolve against each destination pod.
+      for (const auto& np : pod.ports) {
+        if (np.name != pp.named || np.proto != pp.proto) continue;
+        for (const auto& a : pod.addresses) add("_ipp", a, port_tail(np.proto, np.port));
+      }
+    } else if (pp.port && !pp.end_port) {
+      for (const auto& a : pod.addresses) add("_ipp", a, port_tail(pp.proto, *pp.port));
+    } else {
+      PortRange range = pp.port ? PortRange{*pp.port, *pp.end_port} : PortRange{0, 65535};
+      for (const auto& a : pod.addresses) boxes->push_back({a, pp.proto, range});
+    }
+  }
+}
+
+void Engine::BuildGroup(const std::string& name) {
+  Group& g = groups_.at(name);
+  if (g.has_all) {
+    TouchSet(name + "_ip4", {"type ipv4_addr;", {}});
+    TouchSet(name + "_ip6", {"type ipv6_addr;", {}});
+  }
+  if (g.has_ports) {
+    TouchSet(name + "_ipp4", {"type ipv4_addr . inet_proto . inet_service;", {}});
+    TouchSet(name + "_ipp6", {"type ipv6_addr . inet_proto . inet_service;", {}});
+    TouchSet(name + "_ipr4", {"type ipv4_addr . inet_proto . inet_service; flags interval;", {}});
+    TouchSet(name + "_ipr6", {"type ipv6_addr . inet_proto . inet_service; flags interval;", {}});
+  }
+  for (const auto& e : g.entries) {
+    auto it = rule_peers_.find(e.rule);
+    if (it == rule_peers_.end()) continue;
+    const Rule& r = PolicyOf(e.rule.uid)->Rules(g.egress)[e.rule.index];
+    std::vector<std::pair<std::string, std::string>> hashed;
+    std::vector<Box> boxes;
+    for (const auto& k : it->second) Contribute(g, e, r, pods_.at(k), &hashed, &boxes);
+    Apply(name, g, hashed, boxes, +1);
+  }
+  dirty_groups_.insert(name);
+}
+
+void Engine::RenderIntervals(const std::string& name) {
   const Group& g = groups_.at(name);
   std::vector<IpRange> all;
   std::vector<Box> boxes;
   for (const auto& e : g.entries) {
     const Policy* p = PolicyOf(e.rule.uid);
     const Rule& r = p->Rules(g.egress)[e.rule.index];
-    std::vector<IpRange> addrs;
-    std::vector<const PodIdentity*> peer_pods;
-    if (auto it = rule_peers_.find(e.rule); it != rule_peers_.end()) {
-      for (const auto& k : it->second) peer_pods.push_back(&pods_.at(k));
-    }
+    std::vector<IpRange> cidrs;
     if (r.all_peers) {
-      addrs = {FullRange(4), FullRange(6)};
+      cidrs = {FullRange(4), FullRange(6)};
     } else {
       for (const auto& peer : r.peers) {
         if (!peer.IsIpBlock()) continue;
         auto rest = Subtract(*peer.cidr, peer.except);
-        addrs.insert(addrs.end(), rest.begin(), rest.end());
-      }
-      for (const PodIdentity* pod : peer_pods) {
-        addrs.insert(addrs.end(), pod->addresses.begin(), pod->addresses.end());
+        cidrs.insert(cidrs.end(), rest.begin(), rest.end());
       }
     }
-    if (!g.egress) {
-      if (e.all_ports) {
-        all.insert(all.end(), addrs.begin(), addrs.end());
-      } else {
-        for (const auto& rp : e.ports) {
-          for (const auto& a : addrs) boxes.push_back({a, rp.proto, rp.range});
-        }
+    bool all_ports = g.egress ? r.all_ports : e.all_ports;
+    if (all_ports) {
+      all.insert(all.end(), cidrs.begin(), cidrs.end());
+    } else if (!g.egress) {
+      for (const auto& rp : e.ports) {
+        for (const auto& c : cidrs) boxes.push_back({c, rp.proto, rp.range});
       }
-      continue;
-    }
-    if (r.all_ports) {
-      all.insert(all.end(), addrs.begin(), addrs.end());
-      continue;
-    }
-    for (const auto& pp : r.ports) {
-      if (!pp.named.empty()) {
-        // Egress named ports resolve against each destination pod.
-        for (const PodIdentity* pod : peer_pods) {
-          for (const auto& np : pod->ports) {
-            if (np.name != pp.named || np.proto != pp.proto) continue;
-            for (const auto& a : pod->addresses) boxes.push_back({a, pp.proto, {np.port, np.port}});
-          }
-        }
-        continue;
+    } else {
+      for (const auto& pp : r.ports) {
+        if (!pp.named.empty()) continue;  // named ports resolve only against pods
+        PortRange range = pp.port ? PortRange{*pp.port, pp.end_port.value_or(*pp.port)} : PortRange{0, 65535};
+        for (const auto& c : cidrs) boxes.push_back({c, pp.proto, range});
       }
-      PortRange range = pp.port ? PortRange{*pp.port, pp.end_port.value_or(*pp.port)} : PortRange{0, 65535};
-      for (const auto& a : addrs) boxes.push_back({a, pp.proto, range});
     }
   }
   const std::string dir_addr = g.egress ? "daddr" : "saddr";
   const std::string verdict = g.egress ? "return" : "accept";
   NftChain chain;
   if (g.has_all) {
-    NftSet a4{"type ipv4_addr; flags interval;", {}}, a6{"type ipv6_addr; flags interval;", {}};
-    for (const auto& r : MergeRanges(all)) (r.family == 4 ? a4 : a6).elements[FormatRange(r)] = "";
-    TouchSet(name + "_a4", std::move(a4));
-    TouchSet(name + "_a6", std::move(a6));
-    chain.rules.push_back("ip " + dir_addr + " @" + name + "_a4 " + verdict);
-    chain.rules.push_back("ip6 " + dir_addr + " @" + name + "_a6 " + verdict);
+    NftSet n4{"type ipv4_addr; flags interval;", {}}, n6{"type ipv6_addr; flags interval;", {}};
+    for (const auto& r : MergeRanges(all)) (r.family == 4 ? n4 : n6).elements[FormatRange(r)] = "";
+    TouchSet(name + "_net4", std::move(n4));
+    TouchSet(name + "_net6", std::move(n6));
+    for (const char* f : {"4", "6"}) {
+      std::string l3 = std::string(f) == "4" ? "ip " : "ip6 ";
+      chain.rules.push_back(l3 + dir_addr + " @" + name + "_ip" + f + " " + verdict);
+      chain.rules.push_back(l3 + dir_addr + " @" + name + "_net" + f + " " + verdict);
+    }
   }
   if (g.has_ports) {
     NftSet p4{"type ipv4_addr . inet_proto . inet_service; flags interval;", {}};
@@ -466,10 +599,14 @@ void Engine::RenderGroup(const std::string& name) {
     for (const auto& b : NormalizeBoxes(std::move(boxes))) {
       (b.addr.family == 4 ? p4 : p6).elements[BoxElement(b)] = "";
     }
-    TouchSet(name + "_p4", std::move(p4));
-    TouchSet(name + "_p6", std::move(p6));
-    chain.rules.push_back("ip " + dir_addr + " . meta l4proto . th dport @" + name + "_p4 " + verdict);
-    chain.rules.push_back("ip6 " + dir_addr + " . meta l4proto . th dport @" + name + "_p6 " + verdict);
+    TouchSet(name + "_netp4", std::move(p4));
+    TouchSet(name + "_netp6", std::move(p6));
+    for (const char* f : {"4", "6"}) {
+      std::string l3 = std::string(f) == "4" ? "ip " : "ip6 ";
+      chain.rules.push_back(l3 + dir_addr + " . meta l4proto . th dport @" + name + "_ipp" + f + " " + verdict);
+      chain.rules.push_back(l3 + dir_addr + " . meta l4proto . th dport @" + name + "_ipr" + f + " " + verdict);
+      chain.rules.push_back(l3 + dir_addr + " . meta l4proto . th dport @" + name + "_netp" + f + " " + verdict);
+    }
   }
   // The counter lookup and the drop are separate rules: a failed map lookup
   // ends its rule, and must not skip the drop.
@@ -519,7 +656,7 @@ void Engine::RenderGlobals() {
 
 Touched Engine::Commit() {
   for (const auto& name : dirty_groups_) {
-    if (groups_.contains(name)) RenderGroup(name);
+    if (groups_.contains(name)) RenderIntervals(name);
   }
   dirty_groups_.clear();
   if (globals_dirty_) RenderGlobals();

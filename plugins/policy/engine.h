@@ -9,7 +9,7 @@
 //                    oifname vmap @ingress               traffic to a pod
 //   input (hook)     ct established,related accept; NDP/MLD accept
 //                    iifname "tr*" jump pod_out          pod -> node
-//   pod_out          iifname @grace return               pods predating the module
+//   pod_out          iifname != @pods iifname @grace return   pods predating the module
 //                    iifname != @pods drop               not upserted yet (ADD window)
 //                    iifname . saddr != @src4/@src6 drop  spoofed source
 //                    iifname vmap @egress
@@ -27,6 +27,7 @@
 #define TRELLIS_PLUGINS_POLICY_ENGINE_H_
 
 #include <map>
+#include <tuple>
 #include <optional>
 #include <set>
 #include <string>
@@ -91,6 +92,8 @@ class Engine {
   // The group chain a pod is sent to, "" when not isolated in that direction.
   std::string GroupOf(const std::string& pod_key, bool egress) const;
   Labels NamespaceLabels(const std::string& ns) const;
+  // The same, cached: selectors run against it for every peer check.
+  const Labels& EffectiveNamespaceLabels(const std::string& ns) const;
 
   // Would a new connection from `src` to `dst` on proto/port be allowed?
   // Uses the same policies and matching as the compiled table.
@@ -113,11 +116,21 @@ class Engine {
     bool all_ports = true;
     std::vector<ResolvedPort> ports;  // ingress: resolved against the member pods
   };
+  // A compiled program shared by its member pods. Per family it owns up to
+  // five sets: _ip (peer pod addresses, every port; hash), _net (CIDRs, every
+  // port; interval), _ipp (pod address . proto . port; hash), _ipr (pod
+  // address . proto . port range; interval) and _netp (CIDR . proto . ports;
+  // interval). Pod-derived elements are refcounted and follow peer churn one
+  // pod at a time; the CIDR sets change only with the policies.
   struct Group {
     bool egress = false;
     std::vector<Entry> entries;
     std::set<std::string> members;
     bool has_all = false, has_ports = false;
+    std::map<std::string, std::map<std::string, int>> refs;  // set suffix -> element -> count
+    // pod address -> (proto, lo, hi) -> count, and the _ipr elements it has now
+    std::map<std::string, std::map<std::tuple<uint8_t, uint16_t, uint16_t>, int>> range_refs;
+    std::map<std::string, std::set<std::string>> range_elements;
   };
 
   const Policy* PolicyOf(const std::string& uid) const;
@@ -130,16 +143,27 @@ class Engine {
   void Assign(const std::string& pod_key);
   void Unassign(const std::string& pod_key, int dir);
   void DropGroup(const std::string& name);
-  void RenderGroup(const std::string& name);
+  void BuildGroup(const std::string& name);
+  void RenderIntervals(const std::string& name);
+  // What one peer pod adds to a group through one entry: hash elements
+  // (suffix, element) and port-range boxes of its addresses.
+  void Contribute(const Group& g, const Entry& e, const Rule& r, const PodIdentity& pod,
+                  std::vector<std::pair<std::string, std::string>>* hashed, std::vector<Box>* boxes) const;
+  void Apply(const std::string& group, Group& g, const std::vector<std::pair<std::string, std::string>>& hashed,
+             const std::vector<Box>& boxes, int delta);
+  void RangeRef(const std::string& group, Group& g, const Box& b, int delta);
+  void Ref(const std::string& group, Group& g, const std::string& suffix, const std::string& element, int delta);
   void RenderGlobals();
   void TouchSet(const std::string& name, NftSet set);
   void EraseSet(const std::string& name);
   void RecomputeRulePeers(const RuleRef& ref, const Policy& p, const Rule& r);
-  void MarkRuleDirty(const RuleRef& ref);
+  // `pod` joined (+1) or left (-1) the peers of `ref`.
+  void PeerChanged(const RuleRef& ref, const PodIdentity& pod, int delta);
 
   // Inputs.
   std::map<std::string, PodIdentity> pods_;
   std::map<std::string, Labels> namespaces_;
+  mutable std::map<std::string, Labels> ns_cache_;
   std::map<std::string, Policy> policies_;  // by uid
   std::map<std::string, std::set<std::string>> by_namespace_;  // ns -> uids ("" cluster-wide)
 
@@ -148,7 +172,7 @@ class Engine {
   std::map<std::string, std::string> pod_group_[2];      // pod key -> group, [ingress, egress]
   std::map<std::string, Group> groups_;
   std::map<RuleRef, std::set<std::string>> rule_groups_;
-  std::set<std::string> dirty_groups_;
+  std::set<std::string> dirty_groups_;  // interval sets and chain to re-render
   bool globals_dirty_ = true;
 
   NftTable desired_;

@@ -167,6 +167,18 @@ std::string RenderDiff(const NftTable& from, const NftTable& to, const Touched& 
   return o.str();
 }
 
+void CopyTouched(const NftTable& want, const Touched& touched, NftTable* applied) {
+  for (const auto& n : touched.sets) {
+    if (auto it = want.sets.find(n); it != want.sets.end()) applied->sets[n] = it->second;
+    else applied->sets.erase(n);
+  }
+  for (const auto& n : touched.chains) {
+    if (auto it = want.chains.find(n); it != want.chains.end()) applied->chains[n] = it->second;
+    else applied->chains.erase(n);
+  }
+  applied->counters = want.counters;
+}
+
 Nft::Nft() : ctx_(nft_ctx_new(NFT_CTX_DEFAULT)), json_ctx_(nft_ctx_new(NFT_CTX_DEFAULT)) {
   if (ctx_ == nullptr || json_ctx_ == nullptr) throw std::runtime_error("nft_ctx_new failed");
   nft_ctx_buffer_output(ctx_);

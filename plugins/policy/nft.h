@@ -62,6 +62,9 @@ std::string RenderReplace(const NftTable& t, const std::map<std::string, Counter
 // refers to them and deleted after the last reference is gone.
 std::string RenderDiff(const NftTable& from, const NftTable& to, const Touched& touched);
 
+// Records in `applied` that the touched objects of `want` are in the kernel.
+void CopyTouched(const NftTable& want, const Touched& touched, NftTable* applied);
+
 class Nft {
  public:
   Nft();

@@ -224,7 +224,11 @@ class PolicyModule {
   void Reconfigure(const Json& config) {
     Config next = Config::Parse(config);
     StopThread();
-    {
+    auto restart = [this] {
+      stop_fd_ = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+      thread_ = std::thread([this] { Loop(); });
+    };
+    try {
       std::lock_guard lock(mu_);
       bool dir_changed = next.policy_dir != cfg_.policy_dir;
       cfg_ = std::move(next);
@@ -233,9 +237,11 @@ class PolicyModule {
       engine_.SetNamespaces(MergedNamespaces());
       engine_.SetPolicies(AllPolicies());
       ApplyLocked();
+    } catch (...) {
+      restart();
+      throw;
     }
-    stop_fd_ = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
-    thread_ = std::thread([this] { Loop(); });
+    restart();
   }
 
   void Deactivate() {
@@ -542,15 +548,7 @@ class PolicyModule {
       ReplaceTableLocked("");
       return;
     }
-    for (const auto& n : touched.sets) {
-      if (auto it = want.sets.find(n); it != want.sets.end()) applied_.sets[n] = it->second;
-      else applied_.sets.erase(n);
-    }
-    for (const auto& n : touched.chains) {
-      if (auto it = want.chains.find(n); it != want.chains.end()) applied_.chains[n] = it->second;
-      else applied_.chains.erase(n);
-    }
-    applied_.counters = want.counters;
+    pol::CopyTouched(want, touched, &applied_);
     apply_error_.clear();
     Applied(start);
   }

@@ -22,7 +22,9 @@ struct Pos {
 };
 Pos After(int family, u128 hi) { return hi == MaxOf(family) && family == 6 ? Pos{true, 0} : Pos{false, hi + 1}; }
 
-std::vector<PortRange> Union(std::vector<PortRange> v) {
+}  // namespace
+
+std::vector<PortRange> UnionPorts(std::vector<PortRange> v) {
   std::sort(v.begin(), v.end());
   std::vector<PortRange> out;
   for (const auto& r : v) {
@@ -34,8 +36,6 @@ std::vector<PortRange> Union(std::vector<PortRange> v) {
   }
   return out;
 }
-
-}  // namespace
 
 std::optional<IpRange> ParseIp(std::string_view text) {
   std::string s(text);
@@ -166,7 +166,7 @@ std::vector<Box> NormalizeBoxes(std::vector<Box> boxes) {
       if (active.empty() || next == events.end() || it->first.inf) continue;
       u128 lo = it->first.v;
       u128 hi = next->first.inf ? MaxOf(family) : next->first.v - 1;
-      auto ports = Union(std::vector<PortRange>(active.begin(), active.end()));
+      auto ports = UnionPorts(std::vector<PortRange>(active.begin(), active.end()));
       if (!pieces.empty() && pieces.back().hi + 1 == lo && pieces.back().ports == ports) {
         pieces.back().hi = hi;
       } else {

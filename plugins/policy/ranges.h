@@ -51,6 +51,9 @@ struct PortRange {
   auto operator<=>(const PortRange&) const = default;
 };
 
+// Sorted, with overlapping and adjacent ranges merged.
+std::vector<PortRange> UnionPorts(std::vector<PortRange> ranges);
+
 // An element of an `addr . inet_proto . inet_service` interval set.
 struct Box {
   IpRange addr;

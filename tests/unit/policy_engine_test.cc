@@ -282,11 +282,14 @@ TEST(PolicyEngine, PodChurnChangesElementsNotRules) {
   std::string group = e.GroupOf("x-web1/eth0", false);
   ASSERT_FALSE(group.empty());
   EXPECT_EQ(group, e.GroupOf("x-web2/eth0", false));
-  const auto& p4 = e.desired().sets.at(group + "_p4").elements;
-  EXPECT_TRUE(p4.contains("10.0.0.2 . tcp . 8080")) << Json(p4).dump();
-  EXPECT_TRUE(p4.contains("10.0.0.5 . tcp . 8080"));
-  EXPECT_TRUE(p4.contains("10.9.0.0-10.9.0.255 . tcp . 8080"));
-  EXPECT_TRUE(p4.contains("10.9.2.0-10.9.255.255 . tcp . 9000-9010"));
+  // Pod peers on single ports: a hash set; CIDRs and ranges: an interval set.
+  const auto& ipp4 = e.desired().sets.at(group + "_ipp4").elements;
+  EXPECT_TRUE(ipp4.contains("10.0.0.2 . tcp . 8080")) << Json(ipp4).dump();
+  EXPECT_TRUE(ipp4.contains("10.0.0.5 . tcp . 8080"));
+  const auto& netp4 = e.desired().sets.at(group + "_netp4").elements;
+  EXPECT_TRUE(netp4.contains("10.9.0.0-10.9.0.255 . tcp . 8080")) << Json(netp4).dump();
+  EXPECT_TRUE(netp4.contains("10.9.2.0-10.9.255.255 . tcp . 9000-9010"));
+  EXPECT_TRUE(e.desired().sets.at(group + "_ipr4").elements.contains("10.0.0.2 . tcp . 9000-9010"));
   EXPECT_FALSE(e.desired().sets.at("ingress").elements.empty());
   // A diff of a removed group deletes its vmap element before its chain.
   NftTable before = e.desired();
@@ -296,7 +299,7 @@ TEST(PolicyEngine, PodChurnChangesElementsNotRules) {
   std::string script = RenderDiff(before, e.desired(), gone);
   auto elem = script.find("delete element inet trellis ingress");
   auto chain = script.find("delete chain inet trellis " + group);
-  auto set = script.find("delete set inet trellis " + group + "_p4");
+  auto set = script.find("delete set inet trellis " + group + "_ipp4");
   ASSERT_NE(elem, std::string::npos) << script;
   ASSERT_NE(chain, std::string::npos) << script;
   EXPECT_LT(elem, chain);
