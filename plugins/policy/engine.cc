@@ -81,7 +81,8 @@ Engine::Engine() {
                   {"iifname != @pods iifname @grace return",
                    "iifname != @pods counter name \"pending\" drop",
                    "iifname . ip saddr != @src4 counter name \"spoofed\" drop",
-                   "iifname . ip6 saddr != @src6 counter name \"spoofed\" drop",
+                   // Link-local sources are never forwarded; they reach only the node.
+                   "iifname . ip6 saddr != @src6 ip6 saddr != fe80::/10 counter name \"spoofed\" drop",
                    "iifname vmap @egress"}};
   c["forward"] = {"type filter hook forward priority filter; policy accept;",
                   {"ct state established,related accept", "iifname \"tr*\" jump pod_out",
@@ -281,8 +282,8 @@ void Engine::Ref(const std::string& group, Group& g, const std::string& suffix, 
 
 void Engine::RecomputeRulePeers(const RuleRef& ref, const Policy& p, const Rule& r) {
   std::set<std::string> peers;
-  for (const auto& [k, pod] : pods_) {
-    if (RuleWantsPod(p, r, ref.egress, pod)) peers.insert(k);
+  for (const auto& [cls, keys] : classes_) {
+    if (RuleWantsPod(p, r, ref.egress, pods_.at(*keys.begin()))) peers.insert(keys.begin(), keys.end());
   }
   std::set<std::string>& cur = rule_peers_[ref];
   for (const auto& k : cur) {
@@ -305,6 +306,7 @@ void Engine::UpsertPod(const PodIdentity& pod) {
   }
   pods_[pod.key] = pod;
   const PodIdentity& added = pods_[pod.key];
+  classes_[{added.ns, added.labels}].insert(added.key);
   for (const auto& [uid, p] : policies_) {
     for (int dir = 0; dir < 2; ++dir) {
       const auto& rules = p.Rules(dir == 1);
@@ -328,6 +330,10 @@ void Engine::RemovePod(const std::string& key) {
   }
   Unassign(key, 0);
   Unassign(key, 1);
+  const PodIdentity& gone = pods_.at(key);
+  auto cls = classes_.find({gone.ns, gone.labels});
+  cls->second.erase(key);
+  if (cls->second.empty()) classes_.erase(cls);
   pods_.erase(key);
   globals_dirty_ = true;
 }
@@ -342,8 +348,8 @@ void Engine::SetPolicies(std::vector<Policy> policies) {
       continue;
     }
     const Policy& p = it->second;
-    for (const auto& [k, pod] : pods_) {
-      if (Selects(p, pod)) affected.insert(k);
+    for (const auto& [cls, keys] : classes_) {
+      if (Selects(p, pods_.at(*keys.begin()))) affected.insert(keys.begin(), keys.end());
     }
     for (int dir = 0; dir < 2; ++dir) {
       for (size_t i = 0; i < p.Rules(dir == 1).size(); ++i) {
@@ -366,8 +372,8 @@ void Engine::SetPolicies(std::vector<Policy> policies) {
         RecomputeRulePeers({uid, dir == 1, static_cast<int>(i)}, added, rules[i]);
       }
     }
-    for (const auto& [k, pod] : pods_) {
-      if (Selects(added, pod)) affected.insert(k);
+    for (const auto& [cls, keys] : classes_) {
+      if (Selects(added, pods_.at(*keys.begin()))) affected.insert(keys.begin(), keys.end());
     }
   }
   for (const auto& k : affected) Assign(k);

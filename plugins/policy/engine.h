@@ -162,6 +162,9 @@ class Engine {
 
   // Inputs.
   std::map<std::string, PodIdentity> pods_;
+  // Pods by (namespace, labels): selectors and peers depend on nothing else,
+  // so a policy is matched once per class, not once per pod.
+  std::map<std::pair<std::string, Labels>, std::set<std::string>> classes_;
   std::map<std::string, Labels> namespaces_;
   mutable std::map<std::string, Labels> ns_cache_;
   std::map<std::string, Policy> policies_;  // by uid

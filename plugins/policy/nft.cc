@@ -1,6 +1,15 @@
 #include "nft.h"
 
+#include <endian.h>
+#include <linux/netfilter.h>
+#include <linux/netfilter/nf_tables.h>
+#include <linux/netfilter/nfnetlink.h>
+#include <linux/netlink.h>
 #include <nftables/libnftables.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <cstring>
 
 #include <nlohmann/json.hpp>
 #include <sstream>
@@ -202,18 +211,75 @@ std::string Nft::Run(const std::string& script, std::string* output) {
   return err.empty() ? "nft failed without a message" : err;
 }
 
+// A netlink dump of the table's counter objects (NFT_MSG_GETOBJ filtered by
+// table and type). Asking libnftables would build its cache of the whole
+// table, set elements included: seconds of CPU on a large table, every poll.
 std::map<std::string, CounterValue> Nft::Counters() {
-  std::lock_guard lock(mu_);
   std::map<std::string, CounterValue> out;
-  std::string cmd = std::string("list counters table inet ") + kTable;
-  if (nft_run_cmd_from_buffer(json_ctx_, cmd.c_str()) != 0) return out;
-  auto j = nlohmann::json::parse(nft_ctx_get_output_buffer(json_ctx_), nullptr, false);
-  if (!j.is_object() || !j.contains("nftables")) return out;
-  for (const auto& item : j["nftables"]) {
-    if (!item.contains("counter")) continue;
-    const auto& c = item["counter"];
-    out[c.value("name", "")] = {c.value("packets", uint64_t{0}), c.value("bytes", uint64_t{0})};
+  int fd = socket(AF_NETLINK, SOCK_RAW | SOCK_CLOEXEC, NETLINK_NETFILTER);
+  if (fd < 0) return out;
+  alignas(nlmsghdr) char req[256] = {};
+  auto* nlh = reinterpret_cast<nlmsghdr*>(req);
+  nlh->nlmsg_type = (NFNL_SUBSYS_NFTABLES << 8) | NFT_MSG_GETOBJ;
+  nlh->nlmsg_flags = NLM_F_REQUEST | NLM_F_DUMP;
+  nlh->nlmsg_seq = 1;
+  nlh->nlmsg_len = NLMSG_LENGTH(sizeof(nfgenmsg));
+  auto* nfg = reinterpret_cast<nfgenmsg*>(NLMSG_DATA(nlh));
+  nfg->nfgen_family = NFPROTO_INET;
+  nfg->version = NFNETLINK_V0;
+  auto put = [&](uint16_t type, const void* data, size_t len) {
+    auto* a = reinterpret_cast<nlattr*>(req + NLMSG_ALIGN(nlh->nlmsg_len));
+    a->nla_type = type;
+    a->nla_len = static_cast<uint16_t>(NLA_HDRLEN + len);
+    std::memcpy(reinterpret_cast<char*>(a) + NLA_HDRLEN, data, len);
+    nlh->nlmsg_len = NLMSG_ALIGN(nlh->nlmsg_len) + NLA_ALIGN(a->nla_len);
+  };
+  put(NFTA_OBJ_TABLE, kTable, std::strlen(kTable) + 1);
+  uint32_t type = htobe32(NFT_OBJECT_COUNTER);
+  put(NFTA_OBJ_TYPE, &type, sizeof type);
+  if (send(fd, req, nlh->nlmsg_len, 0) < 0) {
+    close(fd);
+    return out;
   }
+  // Walks the attributes in [p, end), calling fn(type, payload, len).
+  auto attrs = [](const char* p, const char* end, auto&& fn) {
+    while (p + NLA_HDRLEN <= end) {
+      auto* a = reinterpret_cast<const nlattr*>(p);
+      if (a->nla_len < NLA_HDRLEN || p + a->nla_len > end) break;
+      fn(a->nla_type & NLA_TYPE_MASK, p + NLA_HDRLEN, a->nla_len - NLA_HDRLEN);
+      p += NLA_ALIGN(a->nla_len);
+    }
+  };
+  std::vector<char> buf(1 << 16);
+  bool done = false;
+  while (!done) {
+    ssize_t n = recv(fd, buf.data(), buf.size(), 0);
+    if (n <= 0) break;
+    int len = static_cast<int>(n);
+    for (auto* h = reinterpret_cast<nlmsghdr*>(buf.data()); NLMSG_OK(h, len); h = NLMSG_NEXT(h, len)) {
+      if (h->nlmsg_type == NLMSG_DONE || h->nlmsg_type == NLMSG_ERROR) {
+        done = true;
+        break;
+      }
+      const char* p = static_cast<const char*>(NLMSG_DATA(h)) + NLMSG_ALIGN(sizeof(nfgenmsg));
+      const char* end = reinterpret_cast<const char*>(h) + h->nlmsg_len;
+      std::string name;
+      CounterValue v;
+      attrs(p, end, [&](uint16_t t, const char* data, size_t len) {
+        if (t == NFTA_OBJ_NAME) name.assign(data, strnlen(data, len));
+        if (t != NFTA_OBJ_DATA) return;
+        attrs(data, data + len, [&](uint16_t ct, const char* d, size_t l) {
+          uint64_t be = 0;
+          if (l != sizeof be) return;
+          std::memcpy(&be, d, sizeof be);
+          if (ct == NFTA_COUNTER_PACKETS) v.packets = be64toh(be);
+          if (ct == NFTA_COUNTER_BYTES) v.bytes = be64toh(be);
+        });
+      });
+      if (!name.empty()) out[name] = v;
+    }
+  }
+  close(fd);
   return out;
 }
 
