@@ -59,6 +59,10 @@ for pod in client server; do
         CNI_PATH=/usr/lib/cni CNI_ARGS="K8S_POD_NAMESPACE=bench;K8S_POD_NAME=$pod" "$bin/trellis")
   ip[$pod]=$(echo "$out" | grep -oE '"address":"[0-9.]+' | head -1 | cut -d'"' -f4)
 done
+# TCP_CRR opens thousands of connections per second: without TIME_WAIT reuse
+# the client runs out of ephemeral ports after a few seconds and connect()
+# itself becomes the bottleneck (~20 ms), whatever the policy.
+ip netns exec "$client" sysctl -q -w net.ipv4.tcp_tw_reuse=1 net.ipv4.ip_local_port_range="1024 65000"
 ip netns exec "$server" "$bin/policy_rr" server 7000 & pids+=($!)
 ip netns exec "$server" iperf3 -s -p 5201 >/dev/null 2>&1 & pids+=($!)
 
