@@ -25,7 +25,8 @@ using namespace trellis::policy;
 namespace {
 
 double Ms(std::chrono::steady_clock::time_point since) {
-  return std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - since).count();
+  return std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - since)
+      .count();
 }
 
 std::vector<int> List(const char* s) {
@@ -44,8 +45,9 @@ PodIdentity MakePod(int i) {
   p.host_ifname = "tr" + Hex(Fnv64(p.key), 12);
   static const char* tiers[] = {"web", "api", "db"};
   p.labels = {{"app", "app" + std::to_string(i % 50)}, {"tier", tiers[i % 3]}};
-  p.addresses = {IpRange{4, (u128(10) << 24) | (u128(1) << 16) | u128(i / 250) << 8 | u128(i % 250 + 1),
-                         (u128(10) << 24) | (u128(1) << 16) | u128(i / 250) << 8 | u128(i % 250 + 1)}};
+  p.addresses = {
+      IpRange{4, (u128(10) << 24) | (u128(1) << 16) | u128(i / 250) << 8 | u128(i % 250 + 1),
+              (u128(10) << 24) | (u128(1) << 16) | u128(i / 250) << 8 | u128(i % 250 + 1)}};
   p.ports = {{"http", kTcp, 8080}};
   return p;
 }
@@ -57,16 +59,21 @@ Policy MakePolicy(int i) {
   std::string ns = "ns" + std::to_string(i % 10);
   std::ostringstream y;
   y << "apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata: {name: p" << i
-    << ", namespace: " << ns << "}\nspec:\n  podSelector: {matchLabels: {app: app" << (i % 50) << "}}\n"
+    << ", namespace: " << ns << "}\nspec:\n  podSelector: {matchLabels: {app: app" << (i % 50)
+    << "}}\n"
     << "  ingress:\n  - from:\n    - podSelector: {matchLabels: {tier: "
-    << (i % 3 == 0 ? "web" : i % 3 == 1 ? "api" : "db") << "}}\n"
+    << (i % 3 == 0   ? "web"
+        : i % 3 == 1 ? "api"
+                     : "db")
+    << "}}\n"
     << "    - namespaceSelector: {matchLabels: {team: t" << (i % 7) << "}}\n"
     << "      podSelector: {matchExpressions: [{key: tier, operator: In, values: [web, api]}]}\n";
   if (i % 5 == 0) {
-    y << "    - ipBlock: {cidr: 172." << (16 + i % 16) << "." << (i / 16 % 256) << ".0/24, except: [172."
-      << (16 + i % 16) << "." << (i / 16 % 256) << ".128/25]}\n";
+    y << "    - ipBlock: {cidr: 172." << (16 + i % 16) << "." << (i / 16 % 256)
+      << ".0/24, except: [172." << (16 + i % 16) << "." << (i / 16 % 256) << ".128/25]}\n";
   }
-  y << "    ports: [{port: " << (8000 + i % 100) << "}, {port: http}, {protocol: UDP, port: 9000, endPort: 9010}]\n";
+  y << "    ports: [{port: " << (8000 + i % 100)
+    << "}, {port: http}, {protocol: UDP, port: 9000, endPort: 9010}]\n";
   if (i % 4 == 0) {
     y << "  egress:\n  - to: [{namespaceSelector: {matchLabels: {team: t" << (i % 7)
       << "}}}]\n    ports: [{port: 5432}]\n  - to: [{ipBlock: {cidr: 10.96.0.0/12}}]\n";
@@ -90,9 +97,11 @@ int main(int argc, char** argv) {
     return 1;
   }
   std::map<std::string, Labels> nss;
-  for (int n = 0; n < 10; ++n) nss["ns" + std::to_string(n)] = {{"team", "t" + std::to_string(n % 7)}};
-  std::printf("| policies | pods | compute ms | nft apply ms | chains | sets | elements | rules | "
-              "+1 pod ms | +1 policy ms |\n|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n");
+  for (int n = 0; n < 10; ++n)
+    nss["ns" + std::to_string(n)] = {{"team", "t" + std::to_string(n % 7)}};
+  std::printf(
+      "| policies | pods | compute ms | nft apply ms | chains | sets | elements | rules | "
+      "+1 pod ms | +1 policy ms |\n|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n");
   for (int m : pods) {
     for (int n : policies) {
       Nft nft;
@@ -147,8 +156,9 @@ int main(int argc, char** argv) {
       }
       double policy_add = Ms(t3);
       const NftTable& d = e.desired();
-      std::printf("| %d | %d | %.1f | %.1f | %zu | %zu | %zu | %zu | %.2f | %.1f |\n", n, m, compute, apply,
-                  d.chains.size(), d.sets.size(), d.ElementCount(), d.RuleCount(), pod_add, policy_add);
+      std::printf("| %d | %d | %.1f | %.1f | %zu | %zu | %zu | %zu | %.2f | %.1f |\n", n, m,
+                  compute, apply, d.chains.size(), d.sets.size(), d.ElementCount(), d.RuleCount(),
+                  pod_add, policy_add);
       std::fflush(stdout);
     }
   }

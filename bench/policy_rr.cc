@@ -96,13 +96,14 @@ int main(int argc, char** argv) {
       return 1;
     }
     if (crr) close(fd);
-    lat.push_back(std::chrono::duration<double, std::micro>(std::chrono::steady_clock::now() - t0).count());
+    lat.push_back(
+        std::chrono::duration<double, std::micro>(std::chrono::steady_clock::now() - t0).count());
   }
   if (!crr) close(fd);
   std::sort(lat.begin(), lat.end());
   double sum = 0;
   for (double v : lat) sum += v;
-  std::printf("%s %.0f %.1f %.1f %.1f\n", crr ? "TCP_CRR" : "TCP_RR", lat.size() / seconds, sum / lat.size(),
-              lat[lat.size() / 2], lat[lat.size() * 99 / 100]);
+  std::printf("%s %.0f %.1f %.1f %.1f\n", crr ? "TCP_CRR" : "TCP_RR", lat.size() / seconds,
+              sum / lat.size(), lat[lat.size() / 2], lat[lat.size() * 99 / 100]);
   return 0;
 }

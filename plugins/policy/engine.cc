@@ -9,9 +9,12 @@ std::string Quote(const std::string& s) { return "\"" + s + "\""; }
 
 std::string ProtoToken(uint8_t proto) {
   switch (proto) {
-    case kTcp: return "tcp";
-    case kUdp: return "udp";
-    case kSctp: return "sctp";
+    case kTcp:
+      return "tcp";
+    case kUdp:
+      return "udp";
+    case kSctp:
+      return "sctp";
   }
   return std::to_string(proto);
 }
@@ -35,10 +38,11 @@ Json PodIdentity::ToJson() const {
   Json addrs = Json::array(), ps = Json::array();
   for (const auto& a : addresses) addrs.push_back(FormatIp(a.family, a.lo));
   for (const auto& p : ports) {
-    ps.push_back({{"name", p.name}, {"protocol", ProtocolName(p.proto)}, {"containerPort", p.port}});
+    ps.push_back(
+        {{"name", p.name}, {"protocol", ProtocolName(p.proto)}, {"containerPort", p.port}});
   }
-  return {{"key", key},         {"namespace", ns},  {"name", name}, {"host_ifname", host_ifname},
-          {"labels", labels},   {"addresses", addrs}, {"ports", ps}};
+  return {{"key", key},       {"namespace", ns},    {"name", name}, {"host_ifname", host_ifname},
+          {"labels", labels}, {"addresses", addrs}, {"ports", ps}};
 }
 
 PodIdentity PodIdentity::FromJson(const Json& j) {
@@ -52,14 +56,16 @@ PodIdentity PodIdentity::FromJson(const Json& j) {
     if (auto r = ParseIp(a.get<std::string>())) p.addresses.push_back(*r);
   }
   for (const auto& np : j.value("ports", Json::array())) {
-    p.ports.push_back({np.value("name", ""), ParseProtocol(np.value("protocol", "TCP")).value_or(kTcp),
+    p.ports.push_back({np.value("name", ""),
+                       ParseProtocol(np.value("protocol", "TCP")).value_or(kTcp),
                        np.value("containerPort", uint16_t{0})});
   }
   return p;
 }
 
 std::string Endpoint::Display() const {
-  if (pod != nullptr) return pod->DisplayName() + (ip ? " (" + FormatIp(ip->family, ip->lo) + ")" : "");
+  if (pod != nullptr)
+    return pod->DisplayName() + (ip ? " (" + FormatIp(ip->family, ip->lo) + ")" : "");
   return ip ? FormatIp(ip->family, ip->lo) : "?";
 }
 
@@ -77,13 +83,13 @@ Engine::Engine() {
   s["out_ctr"] = {kSpecCounters, {}};
   desired_.counters = {"pending", "spoofed"};
   auto& c = desired_.chains;
-  c["pod_out"] = {"",
-                  {"iifname != @pods iifname @grace return",
-                   "iifname != @pods counter name \"pending\" drop",
-                   "iifname . ip saddr != @src4 counter name \"spoofed\" drop",
-                   // Link-local sources are never forwarded; they reach only the node.
-                   "iifname . ip6 saddr != @src6 ip6 saddr != fe80::/10 counter name \"spoofed\" drop",
-                   "iifname vmap @egress"}};
+  c["pod_out"] = {
+      "",
+      {"iifname != @pods iifname @grace return", "iifname != @pods counter name \"pending\" drop",
+       "iifname . ip saddr != @src4 counter name \"spoofed\" drop",
+       // Link-local sources are never forwarded; they reach only the node.
+       "iifname . ip6 saddr != @src6 ip6 saddr != fe80::/10 counter name \"spoofed\" drop",
+       "iifname vmap @egress"}};
   c["forward"] = {"type filter hook forward priority filter; policy accept;",
                   {"ct state established,related accept", "iifname \"tr*\" jump pod_out",
                    "oifname vmap @ingress"}};
@@ -152,7 +158,8 @@ bool Engine::PeerMatchesPod(const Policy& p, const Peer& peer, const PodIdentity
   return !peer.pods || peer.pods->Matches(pod.labels);
 }
 
-bool Engine::RuleWantsPod(const Policy& p, const Rule& r, bool egress, const PodIdentity& pod) const {
+bool Engine::RuleWantsPod(const Policy& p, const Rule& r, bool egress,
+                          const PodIdentity& pod) const {
   if (r.all_peers) {
     // Every address matches already; the pod is needed only to resolve
     // named ports of an egress rule against it.
@@ -178,7 +185,8 @@ std::vector<const Policy*> Engine::PoliciesFor(const std::string& ns) const {
   return out;
 }
 
-std::optional<std::vector<Engine::Entry>> Engine::Program(const PodIdentity& pod, bool egress) const {
+std::optional<std::vector<Engine::Entry>> Engine::Program(const PodIdentity& pod,
+                                                          bool egress) const {
   bool isolated = false;
   std::vector<Entry> entries;
   for (const Policy* p : PoliciesFor(pod.ns)) {
@@ -192,7 +200,8 @@ std::optional<std::vector<Engine::Entry>> Engine::Program(const PodIdentity& pod
         for (const auto& pp : r.ports) {
           if (!pp.named.empty()) {
             for (const auto& np : pod.ports) {
-              if (np.name == pp.named && np.proto == pp.proto) e.ports.push_back({pp.proto, {np.port, np.port}});
+              if (np.name == pp.named && np.proto == pp.proto)
+                e.ports.push_back({pp.proto, {np.port, np.port}});
             }
           } else if (!pp.port) {
             e.ports.push_back({pp.proto, {0, 65535}});
@@ -208,7 +217,8 @@ std::optional<std::vector<Engine::Entry>> Engine::Program(const PodIdentity& pod
     }
   }
   if (!isolated) return std::nullopt;
-  std::sort(entries.begin(), entries.end(), [](const Entry& a, const Entry& b) { return a.rule < b.rule; });
+  std::sort(entries.begin(), entries.end(),
+            [](const Entry& a, const Entry& b) { return a.rule < b.rule; });
   return entries;
 }
 
@@ -243,7 +253,8 @@ void Engine::RangeRef(const std::string& group, Group& g, const Box& b, int delt
   auto key = std::make_tuple(b.proto, b.ports.lo, b.ports.hi);
   if ((refs[key] += delta) <= 0) refs.erase(key);
   std::map<uint8_t, std::vector<PortRange>> per_proto;
-  for (const auto& [k, n] : refs) per_proto[std::get<0>(k)].push_back({std::get<1>(k), std::get<2>(k)});
+  for (const auto& [k, n] : refs)
+    per_proto[std::get<0>(k)].push_back({std::get<1>(k), std::get<2>(k)});
   std::set<std::string> now;
   for (auto& [proto, ranges] : per_proto) {
     for (const auto& r : UnionPorts(std::move(ranges))) {
@@ -266,8 +277,8 @@ void Engine::RangeRef(const std::string& group, Group& g, const Box& b, int delt
   }
 }
 
-void Engine::Ref(const std::string& group, Group& g, const std::string& suffix, const std::string& element,
-                 int delta) {
+void Engine::Ref(const std::string& group, Group& g, const std::string& suffix,
+                 const std::string& element, int delta) {
   auto& refs = g.refs[suffix];
   int& count = refs[element];
   count += delta;
@@ -283,7 +294,8 @@ void Engine::Ref(const std::string& group, Group& g, const std::string& suffix, 
 void Engine::RecomputeRulePeers(const RuleRef& ref, const Policy& p, const Rule& r) {
   std::set<std::string> peers;
   for (const auto& [cls, keys] : classes_) {
-    if (RuleWantsPod(p, r, ref.egress, pods_.at(*keys.begin()))) peers.insert(keys.begin(), keys.end());
+    if (RuleWantsPod(p, r, ref.egress, pods_.at(*keys.begin())))
+      peers.insert(keys.begin(), keys.end());
   }
   std::set<std::string>& cur = rule_peers_[ref];
   for (const auto& k : cur) {
@@ -458,7 +470,8 @@ void Engine::DropGroup(const std::string& name) {
     if (it->second.empty()) rule_groups_.erase(it);
   }
   if (desired_.chains.erase(name) > 0) touched_.chains.insert(name);
-  for (const char* suffix : {"_ip4", "_ip6", "_net4", "_net6", "_ipp4", "_ipp6", "_ipr4", "_ipr6", "_netp4", "_netp6"}) {
+  for (const char* suffix :
+       {"_ip4", "_ip6", "_net4", "_net6", "_ipp4", "_ipp6", "_ipr4", "_ipr6", "_netp4", "_netp6"}) {
     EraseSet(name + suffix);
   }
   groups_.erase(g);
@@ -480,9 +493,12 @@ void Engine::Contribute(const Group& g, const Entry& e, const Rule& r, const Pod
                         std::vector<std::pair<std::string, std::string>>* hashed,
                         std::vector<Box>* boxes) const {
   auto add = [&](const char* kind, const IpRange& a, const std::string& tail) {
-    hashed->emplace_back(std::string(kind) + (a.family == 4 ? "4" : "6"), FormatIp(a.family, a.lo) + tail);
+    hashed->emplace_back(std::string(kind) + (a.family == 4 ? "4" : "6"),
+                         FormatIp(a.family, a.lo) + tail);
   };
-  auto port_tail = [](uint8_t proto, uint16_t port) { return " . " + ProtoToken(proto) + " . " + std::to_string(port); };
+  auto port_tail = [](uint8_t proto, uint16_t port) {
+    return " . " + ProtoToken(proto) + " . " + std::to_string(port);
+  };
   if (r.all_peers) {
     // Every address is in the interval sets already; a pod matters only for
     // the egress named ports it resolves.
@@ -503,8 +519,10 @@ void Engine::Contribute(const Group& g, const Entry& e, const Rule& r, const Pod
     }
     for (const auto& rp : e.ports) {
       for (const auto& a : pod.addresses) {
-        if (rp.range.lo == rp.range.hi) add("_ipp", a, port_tail(rp.proto, rp.range.lo));
-        else boxes->push_back({a, rp.proto, rp.range});
+        if (rp.range.lo == rp.range.hi)
+          add("_ipp", a, port_tail(rp.proto, rp.range.lo));
+        else
+          boxes->push_back({a, rp.proto, rp.range});
       }
     }
     return;
@@ -580,7 +598,8 @@ void Engine::RenderIntervals(const std::string& name) {
     } else {
       for (const auto& pp : r.ports) {
         if (!pp.named.empty()) continue;  // named ports resolve only against pods
-        PortRange range = pp.port ? PortRange{*pp.port, pp.end_port.value_or(*pp.port)} : PortRange{0, 65535};
+        PortRange range =
+            pp.port ? PortRange{*pp.port, pp.end_port.value_or(*pp.port)} : PortRange{0, 65535};
         for (const auto& c : cidrs) boxes.push_back({c, pp.proto, range});
       }
     }
@@ -609,14 +628,18 @@ void Engine::RenderIntervals(const std::string& name) {
     TouchSet(name + "_netp6", std::move(p6));
     for (const char* f : {"4", "6"}) {
       std::string l3 = std::string(f) == "4" ? "ip " : "ip6 ";
-      chain.rules.push_back(l3 + dir_addr + " . meta l4proto . th dport @" + name + "_ipp" + f + " " + verdict);
-      chain.rules.push_back(l3 + dir_addr + " . meta l4proto . th dport @" + name + "_ipr" + f + " " + verdict);
-      chain.rules.push_back(l3 + dir_addr + " . meta l4proto . th dport @" + name + "_netp" + f + " " + verdict);
+      chain.rules.push_back(l3 + dir_addr + " . meta l4proto . th dport @" + name + "_ipp" + f +
+                            " " + verdict);
+      chain.rules.push_back(l3 + dir_addr + " . meta l4proto . th dport @" + name + "_ipr" + f +
+                            " " + verdict);
+      chain.rules.push_back(l3 + dir_addr + " . meta l4proto . th dport @" + name + "_netp" + f +
+                            " " + verdict);
     }
   }
   // The counter lookup and the drop are separate rules: a failed map lookup
   // ends its rule, and must not skip the drop.
-  chain.rules.push_back(g.egress ? "counter name iifname map @out_ctr" : "counter name oifname map @in_ctr");
+  chain.rules.push_back(g.egress ? "counter name iifname map @out_ctr"
+                                 : "counter name oifname map @in_ctr");
   chain.rules.push_back("drop");
   auto it = desired_.chains.find(name);
   if (it == desired_.chains.end() || it->second != chain) {
@@ -626,7 +649,8 @@ void Engine::RenderIntervals(const std::string& name) {
 }
 
 void Engine::RenderGlobals() {
-  NftSet pods{kSpecIfnames, {}}, src4{"type ifname . ipv4_addr;", {}}, src6{"type ifname . ipv6_addr;", {}};
+  NftSet pods{kSpecIfnames, {}}, src4{"type ifname . ipv4_addr;", {}},
+      src6{"type ifname . ipv6_addr;", {}};
   NftSet in{kSpecVerdicts, {}}, out{kSpecVerdicts, {}};
   NftSet in_ctr{kSpecCounters, {}}, out_ctr{kSpecCounters, {}};
   std::set<std::string> counters = {"pending", "spoofed"};
@@ -713,9 +737,9 @@ Json Engine::Explain(const Endpoint& src, const Endpoint& dst, uint8_t proto, ui
           if (peer_ok) break;
           if (peer.IsIpBlock()) {
             if (!other.ip || !peer.cidr->Contains(other.ip->family, other.ip->lo)) continue;
-            bool excluded = std::any_of(peer.except.begin(), peer.except.end(), [&](const IpRange& e) {
-              return e.Contains(other.ip->family, other.ip->lo);
-            });
+            bool excluded = std::any_of(
+                peer.except.begin(), peer.except.end(),
+                [&](const IpRange& e) { return e.Contains(other.ip->family, other.ip->lo); });
             if (excluded) continue;
           } else if (other.pod == nullptr || !PeerMatchesPod(*p, peer, *other.pod)) {
             continue;
@@ -762,21 +786,23 @@ Json Engine::Explain(const Endpoint& src, const Endpoint& dst, uint8_t proto, ui
   };
   Json eg = side(true), in = side(false);
   bool allowed = eg["allowed"].get<bool>() && in["allowed"].get<bool>();
-  Json v = {{"allowed", allowed}, {"from", src.Display()}, {"to", dst.Display()},
-            {"port", port},       {"protocol", ProtocolName(proto)}, {"egress", eg}, {"ingress", in}};
-  const Json& decider = !eg["allowed"].get<bool>() ? eg
-                        : !in["allowed"].get<bool>() ? in
+  Json v = {{"allowed", allowed}, {"from", src.Display()},           {"to", dst.Display()},
+            {"port", port},       {"protocol", ProtocolName(proto)}, {"egress", eg},
+            {"ingress", in}};
+  const Json& decider = !eg["allowed"].get<bool>()    ? eg
+                        : !in["allowed"].get<bool>()  ? in
                         : in.value("isolated", false) ? in
                                                       : eg;
   v["reason"] = allowed ? eg["reason"].get<std::string>() + "; " + in["reason"].get<std::string>()
                         : decider["reason"].get<std::string>();
-  v["policy"] = decider.contains("policy") ? decider["policy"]
+  v["policy"] = decider.contains("policy")     ? decider["policy"]
                 : decider.contains("policies") ? decider["policies"]
                                                : Json();
-  v["rule"] = decider.contains("rule")
-                  ? Json{{"direction", decider["direction"]}, {"index", decider["rule"]},
-                         {"peer", decider["peer"]}, {"port", decider["port"]}}
-                  : Json();
+  v["rule"] = decider.contains("rule") ? Json{{"direction", decider["direction"]},
+                                              {"index", decider["rule"]},
+                                              {"peer", decider["peer"]},
+                                              {"port", decider["port"]}}
+                                       : Json();
   return v;
 }
 

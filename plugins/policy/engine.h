@@ -27,10 +27,10 @@
 #define TRELLIS_PLUGINS_POLICY_ENGINE_H_
 
 #include <map>
-#include <tuple>
 #include <optional>
 #include <set>
 #include <string>
+#include <tuple>
 #include <vector>
 
 #include "model.h"
@@ -148,11 +148,14 @@ class Engine {
   // What one peer pod adds to a group through one entry: hash elements
   // (suffix, element) and port-range boxes of its addresses.
   void Contribute(const Group& g, const Entry& e, const Rule& r, const PodIdentity& pod,
-                  std::vector<std::pair<std::string, std::string>>* hashed, std::vector<Box>* boxes) const;
-  void Apply(const std::string& group, Group& g, const std::vector<std::pair<std::string, std::string>>& hashed,
+                  std::vector<std::pair<std::string, std::string>>* hashed,
+                  std::vector<Box>* boxes) const;
+  void Apply(const std::string& group, Group& g,
+             const std::vector<std::pair<std::string, std::string>>& hashed,
              const std::vector<Box>& boxes, int delta);
   void RangeRef(const std::string& group, Group& g, const Box& b, int delta);
-  void Ref(const std::string& group, Group& g, const std::string& suffix, const std::string& element, int delta);
+  void Ref(const std::string& group, Group& g, const std::string& suffix,
+           const std::string& element, int delta);
   void RenderGlobals();
   void TouchSet(const std::string& name, NftSet set);
   void EraseSet(const std::string& name);
@@ -167,7 +170,7 @@ class Engine {
   std::map<std::pair<std::string, Labels>, std::set<std::string>> classes_;
   std::map<std::string, Labels> namespaces_;
   mutable std::map<std::string, Labels> ns_cache_;
-  std::map<std::string, Policy> policies_;  // by uid
+  std::map<std::string, Policy> policies_;                     // by uid
   std::map<std::string, std::set<std::string>> by_namespace_;  // ns -> uids ("" cluster-wide)
 
   // Derived.

@@ -15,7 +15,9 @@ namespace {
   throw ParseError(field + ": " + why);
 }
 
-std::string Idx(const std::string& field, size_t i) { return field + "[" + std::to_string(i) + "]"; }
+std::string Idx(const std::string& field, size_t i) {
+  return field + "[" + std::to_string(i) + "]";
+}
 
 const Json* Find(const Json& obj, const char* key) {
   auto it = obj.find(key);
@@ -41,8 +43,10 @@ bool IsPortName(const std::string& s) {
   bool letter = false;
   for (size_t i = 0; i < s.size(); ++i) {
     char c = s[i];
-    if (c >= 'a' && c <= 'z') letter = true;
-    else if (!(c >= '0' && c <= '9') && c != '-') return false;
+    if (c >= 'a' && c <= 'z')
+      letter = true;
+    else if (!(c >= '0' && c <= '9') && c != '-')
+      return false;
     if (c == '-' && i > 0 && s[i - 1] == '-') return false;
   }
   return letter;
@@ -66,7 +70,8 @@ PolicyPort ParsePort(const Json& j, const std::string& field) {
   if (const Json* proto = Find(j, "protocol")) {
     std::string name = RequireString(*proto, field + ".protocol");
     auto n = ParseProtocol(name);
-    if (!n) Fail(field + ".protocol", "unknown protocol '" + name + "' (expected TCP, UDP or SCTP)");
+    if (!n)
+      Fail(field + ".protocol", "unknown protocol '" + name + "' (expected TCP, UDP or SCTP)");
     p.proto = *n;
   }
   if (const Json* port = Find(j, "port")) {
@@ -183,7 +188,8 @@ Json ScalarToJson(const YAML::Node& n) {
   {
     size_t i = (s[0] == '-' || s[0] == '+') ? 1 : 0;
     bool digits = i < s.size() && s.size() - i <= 18;
-    for (size_t k = i; digits && k < s.size(); ++k) digits = std::isdigit(static_cast<unsigned char>(s[k]));
+    for (size_t k = i; digits && k < s.size(); ++k)
+      digits = std::isdigit(static_cast<unsigned char>(s[k]));
     if (digits) return std::stoll(s);
   }
   {
@@ -227,15 +233,16 @@ std::vector<std::pair<int, std::string>> SplitDocuments(const std::string& conte
   int lineno = 0, start = 1;
   while (std::getline(in, line)) {
     ++lineno;
-    bool sep = line.rfind("---", 0) == 0 &&
-               (line.size() == 3 || line[3] == ' ' || line[3] == '\t' || line[3] == '\r' || line[3] == '#');
+    bool sep = line.rfind("---", 0) == 0 && (line.size() == 3 || line[3] == ' ' ||
+                                             line[3] == '\t' || line[3] == '\r' || line[3] == '#');
     if (sep) {
       docs.emplace_back(start, cur);
       cur.clear();
       start = lineno + 1;
       continue;
     }
-    if (line.rfind("...", 0) == 0 && line.find_first_not_of(". \t\r") == std::string::npos) continue;
+    if (line.rfind("...", 0) == 0 && line.find_first_not_of(". \t\r") == std::string::npos)
+      continue;
     cur += line + "\n";
   }
   docs.emplace_back(start, cur);
@@ -292,9 +299,12 @@ Policy ParseTerwayPolicy(const Json& j, const std::string& field) {
     p.ingress = p.egress = false;
     for (size_t i = 0; i < types->size(); ++i) {
       std::string t = RequireString((*types)[i], Idx(field + ".policyTypes", i));
-      if (t == "Ingress") p.ingress = true;
-      else if (t == "Egress") p.egress = true;
-      else Fail(Idx(field + ".policyTypes", i), "'" + t + "' is not Ingress or Egress");
+      if (t == "Ingress")
+        p.ingress = true;
+      else if (t == "Egress")
+        p.egress = true;
+      else
+        Fail(Idx(field + ".policyTypes", i), "'" + t + "' is not Ingress or Egress");
     }
   }
   return p;
@@ -328,9 +338,12 @@ std::optional<uint8_t> ParseProtocol(const std::string& name) {
 
 std::string ProtocolName(uint8_t proto) {
   switch (proto) {
-    case kTcp: return "TCP";
-    case kUdp: return "UDP";
-    case kSctp: return "SCTP";
+    case kTcp:
+      return "TCP";
+    case kUdp:
+      return "UDP";
+    case kSctp:
+      return "SCTP";
   }
   return std::to_string(proto);
 }
@@ -345,10 +358,18 @@ bool LabelSelector::Matches(const Labels& labels) const {
     bool has = it != labels.end();
     bool in = has && std::find(r.values.begin(), r.values.end(), it->second) != r.values.end();
     switch (r.op) {
-      case Requirement::Op::kIn: if (!in) return false; break;
-      case Requirement::Op::kNotIn: if (in) return false; break;
-      case Requirement::Op::kExists: if (!has) return false; break;
-      case Requirement::Op::kDoesNotExist: if (has) return false; break;
+      case Requirement::Op::kIn:
+        if (!in) return false;
+        break;
+      case Requirement::Op::kNotIn:
+        if (in) return false;
+        break;
+      case Requirement::Op::kExists:
+        if (!has) return false;
+        break;
+      case Requirement::Op::kDoesNotExist:
+        if (has) return false;
+        break;
     }
   }
   return true;
@@ -363,10 +384,18 @@ std::string LabelSelector::ToString() const {
     std::string vals;
     for (const auto& v : r.values) vals += (vals.empty() ? "" : ",") + v;
     switch (r.op) {
-      case Requirement::Op::kIn: add(r.key + " in (" + vals + ")"); break;
-      case Requirement::Op::kNotIn: add(r.key + " notin (" + vals + ")"); break;
-      case Requirement::Op::kExists: add(r.key); break;
-      case Requirement::Op::kDoesNotExist: add("!" + r.key); break;
+      case Requirement::Op::kIn:
+        add(r.key + " in (" + vals + ")");
+        break;
+      case Requirement::Op::kNotIn:
+        add(r.key + " notin (" + vals + ")");
+        break;
+      case Requirement::Op::kExists:
+        add(r.key);
+        break;
+      case Requirement::Op::kDoesNotExist:
+        add("!" + r.key);
+        break;
     }
   }
   return out;
@@ -374,9 +403,9 @@ std::string LabelSelector::ToString() const {
 
 std::string PolicyPort::ToString() const {
   std::string p = !named.empty() ? named
-                  : !port      ? "all"
-                  : end_port   ? std::to_string(*port) + "-" + std::to_string(*end_port)
-                               : std::to_string(*port);
+                  : !port        ? "all"
+                  : end_port     ? std::to_string(*port) + "-" + std::to_string(*end_port)
+                                 : std::to_string(*port);
   return p + "/" + ProtocolName(proto);
 }
 
@@ -391,9 +420,12 @@ LabelSelector ParseSelector(const Json& j, const std::string& field) {
   if (const Json* ml = Find(j, "matchLabels")) {
     RequireObject(*ml, field + ".matchLabels");
     for (const auto& [k, v] : ml->items()) {
-      if (v.is_string()) s.match_labels[k] = v.get<std::string>();
-      else if (v.is_number_integer() || v.is_boolean()) s.match_labels[k] = v.dump();
-      else Fail(field + ".matchLabels." + k, "expected a string value");
+      if (v.is_string())
+        s.match_labels[k] = v.get<std::string>();
+      else if (v.is_number_integer() || v.is_boolean())
+        s.match_labels[k] = v.dump();
+      else
+        Fail(field + ".matchLabels." + k, "expected a string value");
     }
   }
   if (const Json* me = Find(j, "matchExpressions")) {
@@ -409,18 +441,26 @@ LabelSelector ParseSelector(const Json& j, const std::string& field) {
       const Json* op = Find(e, "operator");
       if (op == nullptr) Fail(f + ".operator", "required");
       std::string o = RequireString(*op, f + ".operator");
-      if (o == "In") r.op = Requirement::Op::kIn;
-      else if (o == "NotIn") r.op = Requirement::Op::kNotIn;
-      else if (o == "Exists") r.op = Requirement::Op::kExists;
-      else if (o == "DoesNotExist") r.op = Requirement::Op::kDoesNotExist;
-      else Fail(f + ".operator", "'" + o + "' is not In, NotIn, Exists or DoesNotExist");
+      if (o == "In")
+        r.op = Requirement::Op::kIn;
+      else if (o == "NotIn")
+        r.op = Requirement::Op::kNotIn;
+      else if (o == "Exists")
+        r.op = Requirement::Op::kExists;
+      else if (o == "DoesNotExist")
+        r.op = Requirement::Op::kDoesNotExist;
+      else
+        Fail(f + ".operator", "'" + o + "' is not In, NotIn, Exists or DoesNotExist");
       if (const Json* vals = Find(e, "values")) {
         RequireList(*vals, f + ".values");
         for (size_t k = 0; k < vals->size(); ++k) {
           const Json& v = (*vals)[k];
-          if (v.is_string()) r.values.push_back(v.get<std::string>());
-          else if (v.is_number_integer() || v.is_boolean()) r.values.push_back(v.dump());
-          else Fail(Idx(f + ".values", k), "expected a string");
+          if (v.is_string())
+            r.values.push_back(v.get<std::string>());
+          else if (v.is_number_integer() || v.is_boolean())
+            r.values.push_back(v.dump());
+          else
+            Fail(Idx(f + ".values", k), "expected a string");
         }
       }
       bool set_op = r.op == Requirement::Op::kIn || r.op == Requirement::Op::kNotIn;
@@ -475,9 +515,12 @@ Policy ParseNetworkPolicy(const Json& m) {
     if (!types->empty()) p.ingress = p.egress = false;
     for (size_t i = 0; i < types->size(); ++i) {
       std::string t = RequireString((*types)[i], Idx("spec.policyTypes", i));
-      if (t == "Ingress") p.ingress = true;
-      else if (t == "Egress") p.egress = true;
-      else Fail(Idx("spec.policyTypes", i), "'" + t + "' is not Ingress or Egress");
+      if (t == "Ingress")
+        p.ingress = true;
+      else if (t == "Egress")
+        p.egress = true;
+      else
+        Fail(Idx("spec.policyTypes", i), "'" + t + "' is not Ingress or Egress");
     }
   }
   return p;
@@ -493,7 +536,8 @@ Json YamlToJson(const std::string& document, int first_line) {
   try {
     return NodeToJson(YAML::Load(document));
   } catch (const YAML::Exception& e) {
-    std::string where = e.mark.is_null() ? "" : "line " + std::to_string(e.mark.line + first_line) + ": ";
+    std::string where =
+        e.mark.is_null() ? "" : "line " + std::to_string(e.mark.line + first_line) + ": ";
     throw ParseError("malformed YAML: " + where + e.msg);
   }
 }
@@ -504,8 +548,8 @@ std::vector<LoadedDocument> ParsePolicyFile(const std::string& path, const std::
   for (const auto& [first_line, text] : SplitDocuments(content)) {
     if (Blank(text)) continue;
     ++index;
-    std::string where = path + ": document " + std::to_string(index) + " (line " +
-                        std::to_string(first_line) + ")";
+    std::string where =
+        path + ": document " + std::to_string(index) + " (line " + std::to_string(first_line) + ")";
     Json doc;
     try {
       doc = YamlToJson(text, first_line);
@@ -521,7 +565,8 @@ std::vector<LoadedDocument> ParsePolicyFile(const std::string& path, const std::
         out.push_back({index, std::nullopt, where + ": items: expected a list"});
         continue;
       }
-      for (size_t i = 0; i < list->size(); ++i) items.emplace_back("." + std::to_string(i), (*list)[i]);
+      for (size_t i = 0; i < list->size(); ++i)
+        items.emplace_back("." + std::to_string(i), (*list)[i]);
     } else {
       items.emplace_back("", doc);
     }

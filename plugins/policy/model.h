@@ -77,18 +77,20 @@ struct Rule {
 };
 
 struct Policy {
-  std::string key;        // unique across sources: "file:<path>#<doc>", "api:<key>", "terway:<name>"
-  std::string name;       // metadata.name
-  std::string ns;         // metadata.namespace; "" with cluster_wide
-  bool cluster_wide = false;  // Terway policies without a namespace
-  std::string origin;     // where it came from, for messages
-  LabelSelector selector;  // spec.podSelector
+  std::string key;   // unique across sources: "file:<path>#<doc>", "api:<key>", "terway:<name>"
+  std::string name;  // metadata.name
+  std::string ns;    // metadata.namespace; "" with cluster_wide
+  bool cluster_wide = false;            // Terway policies without a namespace
+  std::string origin;                   // where it came from, for messages
+  LabelSelector selector;               // spec.podSelector
   bool ingress = true, egress = false;  // effective policyTypes
   std::vector<Rule> ingress_rules, egress_rules;
-  std::string uid;        // content hash: changes whenever the policy does
+  std::string uid;  // content hash: changes whenever the policy does
 
   std::string DisplayName() const { return cluster_wide ? "*/" + name : ns + "/" + name; }
-  const std::vector<Rule>& Rules(bool egress_dir) const { return egress_dir ? egress_rules : ingress_rules; }
+  const std::vector<Rule>& Rules(bool egress_dir) const {
+    return egress_dir ? egress_rules : ingress_rules;
+  }
 };
 
 // A networking.k8s.io/v1 NetworkPolicy object (parsed YAML or JSON).

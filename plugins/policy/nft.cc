@@ -114,7 +114,8 @@ std::string RenderDiff(const NftTable& from, const NftTable& to, const Touched& 
   };
   // 1. New objects, empty.
   for (const auto& n : touched.counters) {
-    if (to.counters.contains(n) && !from.counters.contains(n)) o << "add counter " << Obj(n) << "\n";
+    if (to.counters.contains(n) && !from.counters.contains(n))
+      o << "add counter " << Obj(n) << "\n";
   }
   for (const auto& n : touched.sets) {
     const NftSet* a = find_set(from, n);
@@ -171,19 +172,24 @@ std::string RenderDiff(const NftTable& from, const NftTable& to, const Touched& 
     if (a && !find_set(to, n)) o << "delete " << (IsMap(*a) ? "map " : "set ") << Obj(n) << "\n";
   }
   for (const auto& n : touched.counters) {
-    if (from.counters.contains(n) && !to.counters.contains(n)) o << "delete counter " << Obj(n) << "\n";
+    if (from.counters.contains(n) && !to.counters.contains(n))
+      o << "delete counter " << Obj(n) << "\n";
   }
   return o.str();
 }
 
 void CopyTouched(const NftTable& want, const Touched& touched, NftTable* applied) {
   for (const auto& n : touched.sets) {
-    if (auto it = want.sets.find(n); it != want.sets.end()) applied->sets[n] = it->second;
-    else applied->sets.erase(n);
+    if (auto it = want.sets.find(n); it != want.sets.end())
+      applied->sets[n] = it->second;
+    else
+      applied->sets.erase(n);
   }
   for (const auto& n : touched.chains) {
-    if (auto it = want.chains.find(n); it != want.chains.end()) applied->chains[n] = it->second;
-    else applied->chains.erase(n);
+    if (auto it = want.chains.find(n); it != want.chains.end())
+      applied->chains[n] = it->second;
+    else
+      applied->chains.erase(n);
   }
   applied->counters = want.counters;
 }
@@ -256,7 +262,8 @@ std::map<std::string, CounterValue> Nft::Counters() {
     ssize_t n = recv(fd, buf.data(), buf.size(), 0);
     if (n <= 0) break;
     int len = static_cast<int>(n);
-    for (auto* h = reinterpret_cast<nlmsghdr*>(buf.data()); NLMSG_OK(h, len); h = NLMSG_NEXT(h, len)) {
+    for (auto* h = reinterpret_cast<nlmsghdr*>(buf.data()); NLMSG_OK(h, len);
+         h = NLMSG_NEXT(h, len)) {
       if (h->nlmsg_type == NLMSG_DONE || h->nlmsg_type == NLMSG_ERROR) {
         done = true;
         break;

@@ -53,7 +53,8 @@ int64_t Seconds(const Json& v, const std::string& field) {
     long long n = std::strtoll(s.c_str(), &end, 10);
     if (!s.empty() && *end == '\0' && n > 0) return n * mult;
   }
-  throw Error(TRELLIS_E_INVALID, field + ": expected a positive duration like 30, \"30s\" or \"2m\"");
+  throw Error(TRELLIS_E_INVALID,
+              field + ": expected a positive duration like 30, \"30s\" or \"2m\"");
 }
 
 struct Config {
@@ -72,16 +73,19 @@ struct Config {
         if (!v.is_string()) throw Error(TRELLIS_E_INVALID, "policy_dir: expected a path");
         c.policy_dir = v.get<std::string>();
       } else if (k == "namespaces") {
-        if (!v.is_object()) throw Error(TRELLIS_E_INVALID, "namespaces: expected {name: {labels: {...}}}");
+        if (!v.is_object())
+          throw Error(TRELLIS_E_INVALID, "namespaces: expected {name: {labels: {...}}}");
         for (const auto& [ns, spec] : v.items()) {
           const std::string f = "namespaces." + ns;
           if (!spec.is_object()) throw Error(TRELLIS_E_INVALID, f + ": expected {labels: {...}}");
           pol::Labels labels;
           for (const auto& [sk, sv] : spec.items()) {
-            if (sk != "labels") throw Error(TRELLIS_E_INVALID, f + "." + sk + ": unknown key (known: labels)");
+            if (sk != "labels")
+              throw Error(TRELLIS_E_INVALID, f + "." + sk + ": unknown key (known: labels)");
             if (!sv.is_object()) throw Error(TRELLIS_E_INVALID, f + ".labels: expected a map");
             for (const auto& [lk, lv] : sv.items()) {
-              if (!lv.is_string()) throw Error(TRELLIS_E_INVALID, f + ".labels." + lk + ": expected a string");
+              if (!lv.is_string())
+                throw Error(TRELLIS_E_INVALID, f + ".labels." + lk + ": expected a string");
               labels[lk] = lv.get<std::string>();
             }
           }
@@ -89,7 +93,8 @@ struct Config {
         }
       } else if (k == "terway_network_policy" || k == "network_isolation") {
         try {
-          auto ps = k == "terway_network_policy" ? pol::ParseTerwayNetworkPolicy(v) : pol::ParseNetworkIsolation(v);
+          auto ps = k == "terway_network_policy" ? pol::ParseTerwayNetworkPolicy(v)
+                                                 : pol::ParseNetworkIsolation(v);
           c.terway.insert(c.terway.end(), ps.begin(), ps.end());
         } catch (const pol::ParseError& e) {
           throw Error(TRELLIS_E_INVALID, e.what());
@@ -116,16 +121,20 @@ std::vector<pol::NamedPort> NamedPorts(const Pod& pod) {
   std::vector<pol::NamedPort> out;
   auto read = [&](const Json& list, const std::string& field) {
     if (list.is_null()) return;
-    if (!list.is_array()) throw Error(TRELLIS_E_INVALID, field + ": expected a list of {name, containerPort, protocol}");
+    if (!list.is_array())
+      throw Error(TRELLIS_E_INVALID,
+                  field + ": expected a list of {name, containerPort, protocol}");
     for (size_t i = 0; i < list.size(); ++i) {
       const Json& p = list[i];
       const std::string f = field + "[" + std::to_string(i) + "]";
-      if (!p.is_object() || !p.contains("containerPort") || !p["containerPort"].is_number_integer()) {
+      if (!p.is_object() || !p.contains("containerPort") ||
+          !p["containerPort"].is_number_integer()) {
         throw Error(TRELLIS_E_INVALID, f + ".containerPort: required, a port number");
       }
       int64_t port = p["containerPort"].get<int64_t>();
       if (port < 1 || port > 65535) {
-        throw Error(TRELLIS_E_INVALID, f + ".containerPort: " + std::to_string(port) + " is out of range 1-65535");
+        throw Error(TRELLIS_E_INVALID,
+                    f + ".containerPort: " + std::to_string(port) + " is out of range 1-65535");
       }
       auto proto = pol::ParseProtocol(p.value("protocol", "TCP"));
       if (!proto) throw Error(TRELLIS_E_INVALID, f + ".protocol: expected TCP, UDP or SCTP");
@@ -175,7 +184,8 @@ class PolicyModule {
 
   static void Validate(const Json& config) { Config::Parse(config); }
 
-  PolicyModule(trellis::sdk::Host host, const Json& config) : host_(host), cfg_(Config::Parse(config)) {
+  PolicyModule(trellis::sdk::Host host, const Json& config)
+      : host_(host), cfg_(Config::Parse(config)) {
     RegisterMetrics();
     for (const auto& [key, value] : host_.Scan("pod/")) {
       Json j = Json::parse(value, nullptr, false);
@@ -206,8 +216,11 @@ class PolicyModule {
     if (struct if_nameindex* ifs = if_nameindex()) {
       for (auto* i = ifs; i->if_index != 0 && i->if_name != nullptr; ++i) {
         std::string n = i->if_name;
-        if (n.rfind("tr", 0) != 0 || engine_.desired().sets.at("pods").elements.contains("\"" + n + "\"")) continue;
-        grace += (grace.empty() ? "" : ", ") + ("\"" + n + "\" timeout " + std::to_string(cfg_.grace_s) + "s");
+        if (n.rfind("tr", 0) != 0 ||
+            engine_.desired().sets.at("pods").elements.contains("\"" + n + "\""))
+          continue;
+        grace += (grace.empty() ? "" : ", ") +
+                 ("\"" + n + "\" timeout " + std::to_string(cfg_.grace_s) + "s");
       }
       if_freenameindex(ifs);
     }
@@ -247,7 +260,8 @@ class PolicyModule {
   void Deactivate() {
     StopThread();
     std::lock_guard lock(mu_);
-    std::string err = nft_.Run(std::string("add table inet ") + pol::kTable + "\ndelete table inet " + pol::kTable + "\n");
+    std::string err = nft_.Run(std::string("add table inet ") + pol::kTable +
+                               "\ndelete table inet " + pol::kTable + "\n");
     if (!err.empty()) throw Error(TRELLIS_E_UNAVAILABLE, "removing nft table inet trellis: " + err);
     applied_ = pol::NftTable();
     host_.Info("nft table inet trellis removed");
@@ -334,7 +348,8 @@ class PolicyModule {
     std::lock_guard lock(mu_);
     auto endpoint = [&](const char* field) -> pol::Endpoint {
       if (!req.contains(field) || !req[field].is_string()) {
-        throw Error(TRELLIS_E_INVALID, std::string(field) + ": expected NAMESPACE/POD or an IP address");
+        throw Error(TRELLIS_E_INVALID,
+                    std::string(field) + ": expected NAMESPACE/POD or an IP address");
       }
       std::string v = req[field].get<std::string>();
       pol::Endpoint e;
@@ -352,15 +367,17 @@ class PolicyModule {
       std::string name = slash == std::string::npos ? v : v.substr(slash + 1);
       e.pod = engine_.FindPodByName(ns, name);
       if (e.pod == nullptr) {
-        throw Error(TRELLIS_E_NOT_FOUND, std::string(field) + ": no pod " + ns + "/" + name +
-                                             " on this node (give an IP address for a remote endpoint)");
+        throw Error(TRELLIS_E_NOT_FOUND,
+                    std::string(field) + ": no pod " + ns + "/" + name +
+                        " on this node (give an IP address for a remote endpoint)");
       }
       return e;
     };
     pol::Endpoint from = endpoint("from"), to = endpoint("to");
     std::string proto_name = req.value("protocol", "TCP");
     auto proto = pol::ParseProtocol(proto_name);
-    if (!proto) throw Error(TRELLIS_E_INVALID, "protocol: '" + proto_name + "' is not TCP, UDP or SCTP");
+    if (!proto)
+      throw Error(TRELLIS_E_INVALID, "protocol: '" + proto_name + "' is not TCP, UDP or SCTP");
     int64_t port = -1;
     if (req.contains("port") && req["port"].is_number_integer()) port = req["port"].get<int64_t>();
     if (req.contains("port") && req["port"].is_string()) {
@@ -369,7 +386,8 @@ class PolicyModule {
       port = std::strtol(s.c_str(), &end, 10);
       if (s.empty() || *end != '\0') port = -1;
     }
-    if (port < 1 || port > 65535) throw Error(TRELLIS_E_INVALID, "port: expected a number from 1 to 65535");
+    if (port < 1 || port > 65535)
+      throw Error(TRELLIS_E_INVALID, "port: expected a number from 1 to 65535");
     // Both ends in one family: the one an IP endpoint names, else IPv4 when
     // both pods have it.
     int family = from.ip ? from.ip->family : to.ip ? to.ip->family : 4;
@@ -397,7 +415,8 @@ class PolicyModule {
     for (const auto& p : AllPolicies()) loaded.push_back(p.DisplayName());
     std::string message = apply_error_;
     if (message.empty() && !errors.empty()) {
-      message = std::to_string(errors.size()) + " policy document(s) refused; first: " + errors[0].get<std::string>();
+      message = std::to_string(errors.size()) +
+                " policy document(s) refused; first: " + errors[0].get<std::string>();
     }
     const auto& t = engine_.desired();
     return {{"healthy", apply_error_.empty()},
@@ -411,9 +430,12 @@ class PolicyModule {
             {"pods", engine_.pods().size()},
             {"groups", engine_.GroupCount()},
             {"generation", generation_},
-            {"nft", {{"chains", t.chains.size()}, {"sets", t.sets.size()},
-                     {"elements", t.ElementCount()}, {"rules", t.RuleCount()},
-                     {"counters", t.counters.size()}}},
+            {"nft",
+             {{"chains", t.chains.size()},
+              {"sets", t.sets.size()},
+              {"elements", t.ElementCount()},
+              {"rules", t.RuleCount()},
+              {"counters", t.counters.size()}}},
             {"last_apply_ms", last_apply_ms_}};
   }
 
@@ -500,8 +522,10 @@ class PolicyModule {
       FileState st{text, pol::ParsePolicyFile(path, text)};
       size_t ok = 0;
       for (const auto& d : st.documents) {
-        if (d.policy) ok++;
-        else host_.Warn("refused: " + d.error);
+        if (d.policy)
+          ok++;
+        else
+          host_.Warn("refused: " + d.error);
       }
       host_.Info("policy file " + path + ": " + std::to_string(ok) + " policies, " +
                  std::to_string(st.documents.size() - ok) + " refused");
@@ -514,7 +538,8 @@ class PolicyModule {
   void RemoveLocked(const std::string& key) {
     if (engine_.FindPod(key) != nullptr) {
       const auto* id = engine_.FindPod(key);
-      for (const char* dir : {"ingress", "egress"}) host_.ForgetMetric(m_drops_, {id->ns, id->name, dir});
+      for (const char* dir : {"ingress", "egress"})
+        host_.ForgetMetric(m_drops_, {id->ns, id->name, dir});
       engine_.RemovePod(key);
       ApplyLocked();
     }
@@ -586,13 +611,15 @@ class PolicyModule {
     m_apply_ = host_.RegisterMetric(TRELLIS_METRIC_HISTOGRAM, "trellis_policy_apply_seconds",
                                     "Time to program one nftables transaction.", {},
                                     {0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 5, 30});
-    m_drops_ = host_.RegisterMetric(TRELLIS_METRIC_COUNTER, "trellis_policy_drops_total",
-                                    "Packets dropped by policy, per pod and direction (nft counters).",
-                                    {"namespace", "pod", "direction"});
-    m_blocked_ = host_.RegisterMetric(TRELLIS_METRIC_COUNTER, "trellis_policy_blocked_total",
-                                      "Packets dropped from pod interfaces not yet enforced (pending) "
-                                      "or with a source address not their own (spoofed).",
-                                      {"reason"});
+    m_drops_ =
+        host_.RegisterMetric(TRELLIS_METRIC_COUNTER, "trellis_policy_drops_total",
+                             "Packets dropped by policy, per pod and direction (nft counters).",
+                             {"namespace", "pod", "direction"});
+    m_blocked_ =
+        host_.RegisterMetric(TRELLIS_METRIC_COUNTER, "trellis_policy_blocked_total",
+                             "Packets dropped from pod interfaces not yet enforced (pending) "
+                             "or with a source address not their own (spoofed).",
+                             {"reason"});
   }
 
   void UpdateCounters() {
@@ -617,7 +644,8 @@ class PolicyModule {
       if (!in && !out) continue;
       auto it = names.find(name.substr(in ? 3 : 4));
       if (it == names.end()) continue;
-      host_.AddMetric(m_drops_, {it->second.first, it->second.second, in ? "ingress" : "egress"}, double(delta));
+      host_.AddMetric(m_drops_, {it->second.first, it->second.second, in ? "ingress" : "egress"},
+                      double(delta));
     }
   }
 
@@ -637,9 +665,11 @@ class PolicyModule {
     bool pending = false;
     while (true) {
       auto deadline = std::min(next_scan, next_counters);
-      int timeout = pending ? 50
-                            : int(std::max<int64_t>(0, std::chrono::duration_cast<std::chrono::milliseconds>(
-                                                            deadline - now()).count()));
+      int timeout =
+          pending ? 50
+                  : int(std::max<int64_t>(
+                        0, std::chrono::duration_cast<std::chrono::milliseconds>(deadline - now())
+                               .count()));
       pollfd fds[2] = {{stop_fd_, POLLIN, 0}, {ino, POLLIN, 0}};
       int n = poll(fds, ino >= 0 ? 2 : 1, timeout);
       if (n < 0 && errno != EINTR) break;
@@ -666,8 +696,9 @@ class PolicyModule {
           if (ScanDirLocked()) {
             engine_.SetPolicies(AllPolicies());
             ApplyLocked();
-            host_.Info("policy set reloaded: " + std::to_string(engine_.PolicyCount()) + " policies (" +
-                       Summary() + "), applied in " + std::to_string(last_apply_ms_) + " ms");
+            host_.Info("policy set reloaded: " + std::to_string(engine_.PolicyCount()) +
+                       " policies (" + Summary() + "), applied in " +
+                       std::to_string(last_apply_ms_) + " ms");
           }
         } catch (const std::exception& e) {
           host_.Error(std::string("applying the policy files failed: ") + e.what());
@@ -712,8 +743,8 @@ class PolicyModule {
   bool dir_missing_logged_ = false;
   uint64_t generation_ = 0;
   double last_apply_ms_ = 0;
-  uint32_t m_policies_ = 0, m_rules_ = 0, m_invalid_ = 0, m_objects_ = 0, m_apply_ = 0, m_drops_ = 0,
-           m_blocked_ = 0;
+  uint32_t m_policies_ = 0, m_rules_ = 0, m_invalid_ = 0, m_objects_ = 0, m_apply_ = 0,
+           m_drops_ = 0, m_blocked_ = 0;
   int stop_fd_ = -1;
   std::thread thread_;
 };

@@ -20,7 +20,9 @@ struct Pos {
   bool operator<(const Pos& o) const { return inf != o.inf ? !inf : (!inf && v < o.v); }
   bool operator==(const Pos& o) const { return inf == o.inf && (inf || v == o.v); }
 };
-Pos After(int family, u128 hi) { return hi == MaxOf(family) && family == 6 ? Pos{true, 0} : Pos{false, hi + 1}; }
+Pos After(int family, u128 hi) {
+  return hi == MaxOf(family) && family == 6 ? Pos{true, 0} : Pos{false, hi + 1};
+}
 
 }  // namespace
 
@@ -70,10 +72,13 @@ std::optional<IpRange> ParseCidr(std::string_view text, std::string* why) {
   char* end = nullptr;
   long prefix = std::strtol(p.c_str(), &end, 10);
   if (p.empty() || *end != '\0' || prefix < 0 || prefix > bits || p.size() > 3) {
-    if (why) *why = "'" + std::string(text) + "' is not a CIDR (prefix must be 0-" + std::to_string(bits) + ")";
+    if (why)
+      *why = "'" + std::string(text) + "' is not a CIDR (prefix must be 0-" + std::to_string(bits) +
+             ")";
     return std::nullopt;
   }
-  u128 host = prefix == bits ? 0 : (prefix == 0 ? MaxOf(ip->family) : ((u128(1) << (bits - prefix)) - 1));
+  u128 host =
+      prefix == bits ? 0 : (prefix == 0 ? MaxOf(ip->family) : ((u128(1) << (bits - prefix)) - 1));
   ip->lo &= ~host & MaxOf(ip->family);
   ip->hi = ip->lo | host;
   return ip;

