@@ -158,6 +158,47 @@ TEST(PolicyChurn, NewPodSelectedForIngressIsClosedAtAdd) {
       << pods.out;  // only `web` remains
 }
 
+// The window the host's ADD leaves between the datapath step (veth and routes
+// exist) and the policy step is closed by the table itself: a pod interface
+// the module does not know yet sends nothing. Built by hand here so the
+// window lasts as long as the test wants.
+TEST(PolicyChurn, PodInterfacesAreClosedUntilThePolicyStepKnowsThem) {
+  TempDir dir;
+  Daemon d({.config_yaml = Config(dir.path())});
+  std::string why;
+  ASSERT_TRUE(d.Start(&why)) << why;
+  TestPod target(d, "open", "target");
+  ASSERT_FALSE(target.ip().empty());
+  auto plumb = [&](const Netns& pod, const std::string& host_if, const std::string& ip) {
+    std::string mac_cmd = "cat /sys/class/net/" + host_if + "/address";
+    auto r = d.NodeExec("ip link add " + host_if + " type veth peer name eth0 netns " + pod.name() +
+                        " && ip link set " + host_if + " up && ip route add " + ip + "/32 dev " +
+                        host_if);
+    EXPECT_EQ(r.exit_code, 0) << r.err;
+    std::string host_mac = d.NodeExec(mac_cmd).out;
+    host_mac.erase(host_mac.find_last_not_of(" \n") + 1);
+    r = pod.Exec("ip addr add " + ip +
+                 "/32 dev eth0 && ip link set eth0 up && "
+                 "ip route add 169.254.1.1 dev eth0 && ip route add default via 169.254.1.1 && "
+                 "ip neigh add 169.254.1.1 lladdr " +
+                 host_mac + " dev eth0");
+    EXPECT_EQ(r.exit_code, 0) << r.err;
+    std::string pod_mac = pod.Exec("cat /sys/class/net/eth0/address").out;
+    pod_mac.erase(pod_mac.find_last_not_of(" \n") + 1);
+    EXPECT_EQ(d.NodeExec("ip neigh add " + ip + " lladdr " + pod_mac + " dev " + host_if).exit_code,
+              0);
+  };
+  Netns control("ctl"), pending("pen");
+  plumb(control, "xq0123456789ab", "10.252.0.201");  // not a pod interface name
+  plumb(pending, "tr0123456789ab", "10.252.0.202");  // a pod interface not upserted yet
+  EXPECT_TRUE(Probe(control.path(), "", target.ip(), 80, L4::kUdp, 5000))
+      << "the hand-made datapath works";
+  EXPECT_FALSE(Probe(pending.path(), "", target.ip(), 80, L4::kUdp, 700));
+  EXPECT_FALSE(Probe(pending.path(), "", target.ip(), 80, L4::kTcp, 700));
+  auto counter = d.NodeExec("nft list counter inet trellis pending");
+  EXPECT_EQ(counter.out.find("packets 0 "), std::string::npos) << counter.out;
+}
+
 TEST(PolicyLifecycle, RestartKeepsEnforcementWithoutAWindowAndDisableRemovesTheTable) {
   TempDir dir;
   WriteFile(dir / "p.yaml", NetPol("x", "deny", "  podSelector: {}\n  policyTypes: [Ingress]\n"));
