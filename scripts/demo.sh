@@ -30,6 +30,9 @@ cleanup() {
     ip netns delete "$p" 2>/dev/null
   done
   [ -n "$daemon_pid" ] && kill "$daemon_pid" 2>/dev/null && wait "$daemon_pid" 2>/dev/null
+  # The policy module's table outlives a stopped daemon on purpose (restarts
+  # keep enforcement); the demo daemon is gone for good, so is its table.
+  nft delete table inet trellis 2>/dev/null
   rm -rf "$work"
 }
 trap cleanup EXIT
