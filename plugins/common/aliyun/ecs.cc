@@ -57,7 +57,10 @@ Params RuleParams(const std::string& sg, const SecurityGroupRule& r) {
               {"Policy", Lower(r.policy)},
               {"Priority", std::to_string(r.priority)},
               {"NicType", r.nic_type.empty() ? "intranet" : r.nic_type}};
-  p[r.direction == "egress" ? "DestCidrIp" : "SourceCidrIp"] = r.cidr;
+  const bool v6 = r.cidr.find(':') != std::string::npos;
+  const bool egress = r.direction == "egress";
+  p[v6 ? (egress ? "Ipv6DestCidrIp" : "Ipv6SourceCidrIp") : (egress ? "DestCidrIp" : "SourceCidrIp")] =
+      r.cidr;
   if (!r.description.empty()) p["Description"] = r.description;
   return p;
 }
@@ -125,7 +128,12 @@ SecurityGroupRule EcsClient::ParsePermission(const Json& j) {
   if (r.direction.empty()) r.direction = "ingress";
   r.ip_protocol = Lower(Str(j, "IpProtocol"));
   r.port_range = Str(j, "PortRange");
-  r.cidr = r.direction == "egress" ? Str(j, "DestCidrIp") : Str(j, "SourceCidrIp");
+  const bool egress = r.direction == "egress";
+  r.cidr = egress ? Str(j, "DestCidrIp") : Str(j, "SourceCidrIp");
+  if (r.cidr.empty()) r.cidr = egress ? Str(j, "Ipv6DestCidrIp") : Str(j, "Ipv6SourceCidrIp");
+  r.peer_group = egress ? Str(j, "DestGroupId") : Str(j, "SourceGroupId");
+  r.peer_prefix_list = egress ? Str(j, "DestPrefixListId") : Str(j, "SourcePrefixListId");
+  r.create_time = Str(j, "CreateTime");
   r.policy = Lower(Str(j, "Policy"));
   if (r.policy.empty()) r.policy = "accept";
   r.priority = static_cast<int>(Int(j, "Priority"));
@@ -302,12 +310,33 @@ void EcsClient::DeleteNetworkInterface(const std::string& eni_id, const std::str
 
 std::vector<SecurityGroupRule> EcsClient::DescribeSecurityGroupRules(const std::string& sg,
                                                                      const std::string& direction) {
-  Params p = {{"SecurityGroupId", sg}};
-  if (!direction.empty()) p["Direction"] = direction;
-  Json r = rpc_->Call("DescribeSecurityGroupAttribute", p, Idempotency::kRead);
+  Params base = {{"SecurityGroupId", sg}};
+  if (!direction.empty()) base["Direction"] = direction;
   std::vector<SecurityGroupRule> out;
-  for (const auto& j : Items(r, "Permissions", "Permission")) out.push_back(ParsePermission(j));
+  std::set<std::string> seen;
+  std::string next_token;
+  // Without MaxResults ECS answers every rule at once; a NextToken in the
+  // answer (newer API versions page) is followed all the same.
+  for (int page = 0; page < 1000; ++page) {
+    Params p = base;
+    if (!next_token.empty()) p["NextToken"] = next_token;
+    Json r = rpc_->Call("DescribeSecurityGroupAttribute", p, Idempotency::kRead);
+    for (const auto& j : Items(r, "Permissions", "Permission")) {
+      SecurityGroupRule rule = ParsePermission(j);
+      if (!rule.rule_id.empty() && !seen.insert(rule.rule_id).second) continue;
+      out.push_back(std::move(rule));
+    }
+    std::string token = Str(r, "NextToken");
+    if (token.empty() || token == next_token) break;
+    next_token = token;
+  }
   return out;
+}
+
+bool EcsClient::IsRuleGone(const CloudError& e) {
+  return e.kind() == CloudError::Kind::kApi &&
+         (e.Is("InvalidParam.SecurityGroupRuleId") ||
+          e.Is("InvalidSecurityGroupRule.RuleNotExist"));
 }
 
 void EcsClient::AuthorizeSecurityGroupRule(const std::string& sg, const SecurityGroupRule& rule,
@@ -320,7 +349,10 @@ void EcsClient::AuthorizeSecurityGroupRule(const std::string& sg, const Security
 
 void EcsClient::RevokeSecurityGroupRule(const std::string& sg, const SecurityGroupRule& rule,
                                         const std::string& client_token) {
-  Params p = RuleParams(sg, rule);
+  // ECS refuses a rule id together with the rule's parameters.
+  Params p = rule.rule_id.empty()
+                 ? RuleParams(sg, rule)
+                 : Params{{"SecurityGroupId", sg}, {"SecurityGroupRuleId.1", rule.rule_id}};
   p["ClientToken"] = client_token;
   rpc_->Call(rule.direction == "egress" ? "RevokeSecurityGroupEgress" : "RevokeSecurityGroup", p,
              Idempotency::kWrite);

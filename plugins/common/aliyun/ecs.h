@@ -74,12 +74,20 @@ struct SecurityGroupRule {
   std::string direction = "ingress";  // ingress | egress
   std::string ip_protocol;            // tcp, udp, icmp, gre, all (lower case)
   std::string port_range;             // "80/80", "1/65535", "-1/-1"
-  std::string cidr;                   // SourceCidrIp (ingress) / DestCidrIp (egress)
+  // The peer: SourceCidrIp (ingress) / DestCidrIp (egress); an IPv6 CIDR
+  // travels as Ipv6SourceCidrIp / Ipv6DestCidrIp.
+  std::string cidr;
   std::string policy = "accept";      // accept | drop (lower case)
   int priority = 1;                   // 1 (highest) .. 100
   std::string description;
   std::string nic_type = "intranet";
   std::string rule_id;  // SecurityGroupRuleId when ECS reports one
+  // Read only (what Describe reports of rules made elsewhere): a peer given
+  // as a security group (SourceGroupId / DestGroupId) or a prefix list
+  // instead of a CIDR, and when the rule was made.
+  std::string peer_group;
+  std::string peer_prefix_list;
+  std::string create_time;
 };
 
 // THREADING: every method may be called concurrently. Every method throws
@@ -108,14 +116,22 @@ class EcsApi {
   virtual void DeleteNetworkInterface(const std::string& eni_id,
                                       const std::string& client_token) = 0;
 
-  // Security groups. `direction` "" : both.
+  // Security groups. `direction` "" : both. Every rule of the group (a
+  // NextToken, when ECS pages the answer, is followed).
   virtual std::vector<SecurityGroupRule> DescribeSecurityGroupRules(
       const std::string& security_group_id, const std::string& direction) = 0;
   // Adds (Authorize*) or removes (Revoke*) one rule; the direction picks the
-  // ingress or egress action.
+  // ingress or egress action. ECS answers success, and changes nothing, when
+  // an equal rule exists already. `client_token` "" : one is made for the
+  // call (a token must not be reused for a later, separate change: ECS would
+  // answer the first call's result again and do nothing).
   virtual void AuthorizeSecurityGroupRule(const std::string& security_group_id,
                                           const SecurityGroupRule& rule,
                                           const std::string& client_token) = 0;
+  // With rule.rule_id set, revokes exactly that rule (SecurityGroupRuleId.1,
+  // ECS's recommended way; a rule that is gone is an error since July 2024:
+  // see IsRuleGone). Without it, revokes the rule equal to `rule`'s
+  // parameters (no error when there is none).
   virtual void RevokeSecurityGroupRule(const std::string& security_group_id,
                                        const SecurityGroupRule& rule,
                                        const std::string& client_token) = 0;
@@ -148,6 +164,11 @@ class EcsClient : public EcsApi {
                                const std::string& client_token) override;
 
   RpcClient& rpc() { return *rpc_; }
+
+  // True when `e` says the rule a revoke by SecurityGroupRuleId named does not
+  // exist (InvalidParam.SecurityGroupRuleId for ingress,
+  // InvalidSecurityGroupRule.RuleNotExist for egress): it is gone already.
+  static bool IsRuleGone(const CloudError& e);
 
   // Parsers, public for tests.
   static NetworkInterfaceInfo ParseNetworkInterface(const nlohmann::json& j);
