@@ -404,7 +404,13 @@ class Secgroup {
                           std::chrono::steady_clock::now() - start)
                           .count();
     rep.Finish();
-    if (record) Record(rep);
+    bool stopping;
+    {
+      std::lock_guard lock(mu_);
+      stopping = stopping_;
+    }
+    // A sync cut short by shutdown says nothing about the cloud.
+    if (record && !stopping) Record(rep);
     return rep;
   }
 
