@@ -116,7 +116,9 @@ class Ctl {
          << "IFNAME" << std::setw(16) << "HOST-IF" << std::setw(8) << "STATE" << std::setw(40)
          << "ADDRESSES" << "MODULES\n";
     for (const auto& p : r.pods()) {
-      std::string pod = p.k8s_name().empty() ? "-" : p.k8s_namespace() + "/" + p.k8s_name();
+      std::string pod = p.k8s_name().empty()        ? "-"
+                        : p.k8s_namespace().empty() ? p.k8s_name()
+                                                    : p.k8s_namespace() + "/" + p.k8s_name();
       out_ << std::left << std::setw(28) << pod << std::setw(16) << p.container_id().substr(0, 12)
            << std::setw(8) << p.ifname() << std::setw(16) << p.host_ifname() << std::setw(8)
            << p.state() << std::setw(40) << Join(p.addresses()) << Join(p.modules()) << "\n";
@@ -164,6 +166,22 @@ class Ctl {
     Json j = Json::parse(r.result_json(), nullptr, false);
     if (result != nullptr) *result = j;
     else out_ << j.dump(2) << "\n";
+    return kCtlOk;
+  }
+
+  int Addresses() {
+    Json list;
+    int rc = Call("ipam", "list", Json::object(), &list);
+    if (rc != kCtlOk) return rc;
+    if (json()) {
+      out_ << Json{{"addresses", list}}.dump(2) << "\n";
+      return kCtlOk;
+    }
+    out_ << std::left << std::setw(40) << "ADDRESS" << std::setw(20) << "CONTAINER" << "IFNAME\n";
+    for (const auto& a : list) {
+      out_ << std::left << std::setw(40) << a.value("ip", "") << std::setw(20)
+           << a.value("container_id", "").substr(0, 16) << a.value("ifname", "") << "\n";
+    }
     return kCtlOk;
   }
 
@@ -285,6 +303,7 @@ int RunCtl(const CtlOptions& o, const std::vector<std::string>& args, std::ostre
   if (cmd == "health" && nargs == 1) return ctl.Health();
   if (cmd == "log-level" && nargs == 2) return ctl.LogLevel(args[1]);
   if (cmd == "pool" && nargs == 1) return ctl.Call("eni", "pool_status", Json::object());
+  if (cmd == "addresses" && nargs == 1) return ctl.Addresses();
   if (cmd == "policy" && nargs == 2 && args[1] == "explain") return ctl.PolicyExplain();
   if (cmd == "secgroup" && nargs == 2 && (args[1] == "diff" || args[1] == "sync")) {
     return ctl.Call("secgroup", args[1], Json::object());

@@ -18,6 +18,7 @@ int main(int argc, char** argv) {
       "  status                      daemon status\n"
       "  modules                     modules: state, plugin, version, health\n"
       "  pods                        pods: addresses, interfaces, modules applied\n"
+      "  addresses                   addresses ipam holds, and for whom\n"
       "  health [--ready]            exit 0 when trellisd is alive (and ready)\n"
       "  log-level LEVEL             change the daemon's log level now\n"
       "  pool                        ENI pool: ENIs, IPs, owners, quota, errors\n"

@@ -261,6 +261,16 @@ TEST_F(Conformance, GcRemovesWhatTheRuntimeNoLongerLists) {
   EXPECT_EQ(Call("DEL", "gc-other", c.path(), "1.1.0", {{"name", "other-net"}}).exit_code, 0);
 }
 
+TEST_F(Conformance, MtuFromTheNetworkConfig) {
+  Netns ns("m");
+  auto r = Call("ADD", "mtu-9000", ns.path(), "1.1.0", {{"mtu", 9000}});
+  ASSERT_EQ(r.exit_code, 0) << r.out;
+  EXPECT_NE(ns.Exec("ip link show eth0").out.find("mtu 9000"), std::string::npos);
+  std::string host_if = r.json()["interfaces"][0]["name"];
+  EXPECT_NE(daemon_->NodeExec("ip link show " + host_if).out.find("mtu 9000"), std::string::npos);
+  EXPECT_EQ(Del(ns.path(), "mtu-9000").exit_code, 0);
+}
+
 TEST_F(Conformance, StatusIsOk) {
   auto r = Cni({.command = "STATUS", .config = daemon_->NetConf()});
   EXPECT_EQ(r.exit_code, 0) << r.out;

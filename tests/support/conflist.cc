@@ -1,5 +1,7 @@
 #include "conflist.h"
 
+#include <algorithm>
+
 #include "harness.h"
 
 namespace trellis::test {
@@ -49,7 +51,9 @@ ChainResult ConflistRunner::Invoke(const std::string& command, const nlohmann::j
     r.message = "plugin " + type + " not found in " + cni_path_;
     return r;
   }
-  auto rr = Run({bin},
+  std::vector<std::string> argv = {bin};
+  if (!netns_.empty()) argv = {"ip", "netns", "exec", netns_, bin};
+  auto rr = Run(argv,
                 {{"CNI_COMMAND", command}, {"CNI_CONTAINERID", a.container_id},
                  {"CNI_NETNS", a.netns}, {"CNI_IFNAME", a.ifname}, {"CNI_ARGS", a.cni_args},
                  {"CNI_PATH", cni_path_}},
@@ -83,10 +87,11 @@ ChainResult ConflistRunner::Add(const Attachment& a) {
   return out;
 }
 
-ChainResult ConflistRunner::Check(const Attachment& a) {
+ChainResult ConflistRunner::Check(const Attachment& a, const std::vector<std::string>& skip) {
   auto t0 = std::chrono::steady_clock::now();
   nlohmann::json prev = cache_[a.container_id + "/" + a.ifname];
   for (const auto& p : conflist_["plugins"]) {
+    if (std::find(skip.begin(), skip.end(), p.value("type", "")) != skip.end()) continue;
     auto r = Invoke("CHECK", p, a, prev);
     if (r.code != 0) return r;
   }

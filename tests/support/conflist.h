@@ -36,9 +36,14 @@ class ConflistRunner {
  public:
   // `plugin_dirs`: where plugin binaries are looked up by type (CNI_PATH).
   ConflistRunner(nlohmann::json conflist, std::vector<std::filesystem::path> plugin_dirs);
+  // Runs every plugin inside network namespace `netns` (the node's: where the
+  // runtime and trellisd live), as a runtime on that node would.
+  void RunIn(const std::string& netns) { netns_ = netns; }
 
   ChainResult Add(const Attachment& a);
-  ChainResult Check(const Attachment& a);  // needs a cached ADD result
+  // Needs a cached ADD result. Plugins whose type is in `skip` are left out
+  // (to step around a known bug of a reference plugin).
+  ChainResult Check(const Attachment& a, const std::vector<std::string>& skip = {});
   ChainResult Del(const Attachment& a);
   // GC with the given valid attachments (CNI 1.1.0 plugins only).
   ChainResult Gc(const std::vector<Attachment>& valid);
@@ -52,6 +57,7 @@ class ConflistRunner {
 
   nlohmann::json conflist_;
   std::string cni_path_;
+  std::string netns_;
   std::map<std::string, nlohmann::json> cache_;  // container/ifname -> ADD result
 };
 
