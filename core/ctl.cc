@@ -320,6 +320,9 @@ int RunCtl(const CtlOptions& o, const std::vector<std::string>& args, std::ostre
   if (cmd == "health" && nargs == 1) return ctl.Health();
   if (cmd == "log-level" && nargs == 2) return ctl.LogLevel(args[1]);
   if (cmd == "pool" && nargs == 1) return ctl.Call("eni", "pool_status", Json::object());
+  if (cmd == "pool" && nargs == 2 && (args[1] == "ensure" || args[1] == "gc")) {
+    return ctl.Call("eni", args[1] == "gc" ? "gc" : "ensure_pool", Json::object());
+  }
   if (cmd == "addresses" && nargs == 1) return ctl.Addresses();
   if (cmd == "policy" && nargs == 2 && args[1] == "explain") return ctl.PolicyExplain();
   if (cmd == "secgroup" && nargs == 2 && (args[1] == "diff" || args[1] == "sync")) {

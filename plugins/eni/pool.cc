@@ -570,11 +570,17 @@ bool Pool::ReconcileOnce() {
   int deficit = urgent + warm;
 
   // Assign on ENIs with room: up to 10 per call, one call per ENI at a time.
-  int future_room = 0;
+  // Room on ENIs that cannot take an assignment right now, and on those an
+  // interrupted creation is about to recover.
+  int future_room = static_cast<int>(ops_.size()) * cap;
   for (auto& [id, e] : enis_) {
-    if (e.phase != Phase::kReady || !e.link_ok) continue;
+    if (e.phase == Phase::kDetaching) continue;
     int room = e.full ? 0 : cap - SecondaryCountLocked(id) - e.assigning;
     if (room <= 0) continue;
+    if (e.phase != Phase::kReady || !e.link_ok) {
+      future_room += room;  // being attached (a resumed creation) or its link set up
+      continue;
+    }
     auto vs = vswitches_.find(e.vswitch);
     bool vswitch_out = vs != vswitches_.end() && now < vs->second.backoff_until;
     if (vswitch_out) continue;

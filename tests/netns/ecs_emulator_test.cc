@@ -81,7 +81,7 @@ std::string IsoTime(std::chrono::system_clock::time_point t) {
 }
 
 std::string Nonce() {
-  static std::mt19937_64 rng{std::random_device{}()};
+  thread_local std::mt19937_64 rng{std::random_device{}()};
   char buf[40];
   snprintf(buf, sizeof buf, "%016lx%016lx", static_cast<unsigned long>(rng()),
            static_cast<unsigned long>(rng()));
@@ -205,6 +205,19 @@ std::vector<std::string> Ips(const Json& eni) {
 
 bool Contains(const std::string& hay, const std::string& needle) {
   return hay.find(needle) != std::string::npos;
+}
+
+// The node's links other than lo.
+std::string NonLoopbackLinks(const Netns& node) {
+  std::string out;
+  auto r = node.Exec("ip -o link show | cut -d: -f2 | cut -d@ -f1");
+  std::istringstream in(r.out);
+  std::string l;
+  while (std::getline(in, l)) {
+    l.erase(0, l.find_first_not_of(' '));
+    if (!l.empty() && l != "lo") out += l + " ";
+  }
+  return out;
 }
 
 TEST(EcsSigner, MatchesAlibabaCloudsDocumentedExample) {
@@ -945,17 +958,39 @@ TEST_F(EcsEmulatorTest, NodesReachEachOthersEniAddressesThroughTheVpc) {
     ASSERT_TRUE(WaitFor([&] { return !LinkWithMac(*s.node, s.mac).empty(); }));
     s.link = LinkWithMac(*s.node, s.mac);
     // What the eni plugin does for a pod address: the link up, a source
-    // rule into a table whose default route leaves by the ENI.
+    // rule into a table whose default route leaves by the ENI. The node
+    // never answers ARP on it (arp_ignore 8), like a pod address behind
+    // the node: the VPC must know the address's MAC by itself.
     auto cfg = s.node->Exec("ip link set " + s.link + " up && ip addr add " + s.ip + "/32 dev " +
-                            s.link + " && ip rule add from " + s.ip + " lookup 100 && " +
+                            s.link + " && sysctl -qw net.ipv4.conf." + s.link + ".arp_ignore=8" +
+                            " && ip rule add from " + s.ip + " lookup 100 && " +
                             "ip route add default via " + s.gateway + " dev " + s.link +
                             " onlink table 100");
     ASSERT_EQ(cfg.exit_code, 0) << cfg.err;
   }
-  ping = node1_->Exec("ping -c1 -W2 -I " + sides[0].ip + " " + sides[1].ip);
-  EXPECT_EQ(ping.exit_code, 0) << ping.out << ping.err;
-  ping = node2_->Exec("ping -c1 -W2 -I " + sides[1].ip + " " + sides[0].ip);
-  EXPECT_EQ(ping.exit_code, 0) << ping.out << ping.err;
+  std::string neigh = Sh("ip -n " + emu_->vpc_netns() + " neigh show dev br0 nud permanent").out;
+  for (const auto& s : sides) {
+    EXPECT_TRUE(Contains(neigh, s.ip + " lladdr " + s.mac)) << neigh;
+  }
+  auto ping_both = [&] {
+    auto p = node1_->Exec("ping -c1 -W2 -I " + sides[0].ip + " " + sides[1].ip);
+    EXPECT_EQ(p.exit_code, 0) << p.out << p.err;
+    p = node2_->Exec("ping -c1 -W2 -I " + sides[1].ip + " " + sides[0].ip);
+    EXPECT_EQ(p.exit_code, 0) << p.out << p.err;
+  };
+  ping_both();
+  // The gateway answers with Alibaba Cloud's gateway MAC, whatever ports
+  // the VPC bridge has.
+  EXPECT_TRUE(Contains(node1_->Exec("ip neigh show 192.168.10.253").out, "ee:ff:ff:ff:ff:ff"));
+
+  // Other ENIs coming and going change the VPC's bridge ports; the routes
+  // and neighbours of the others stay.
+  Json other = CreateEni();
+  ASSERT_EQ(Attach(other["NetworkInterfaceId"]).status, 200);
+  Reply r = c1_.Call("DetachNetworkInterface", {{"NetworkInterfaceId", other["NetworkInterfaceId"]},
+                                                {"InstanceId", "i-node1"}});
+  ASSERT_EQ(r.status, 200) << r;
+  ping_both();
 
   // An address the cloud did not assign is not routed back to node1.
   std::string rogue = "192.168.10.252";
@@ -969,11 +1004,61 @@ TEST_F(EcsEmulatorTest, NodesReachEachOthersEniAddressesThroughTheVpc) {
   EXPECT_NE(ping.exit_code, 0) << ping.out;
 
   // Once unassigned, node2's address is gone from the VPC.
-  Reply r = c2_.Call("UnassignPrivateIpAddresses",
-                     {{"NetworkInterfaceId", sides[1].eni}, {"PrivateIpAddress.1", sides[1].ip}});
+  r = c2_.Call("UnassignPrivateIpAddresses",
+               {{"NetworkInterfaceId", sides[1].eni}, {"PrivateIpAddress.1", sides[1].ip}});
   ASSERT_EQ(r.status, 200) << r;
   ping = node1_->Exec("ping -c1 -W1 -I " + sides[0].ip + " " + sides[1].ip);
   EXPECT_NE(ping.exit_code, 0) << ping.out;
+}
+
+TEST_F(EcsEmulatorTest, ConcurrentCallersLeaveAConsistentCloud) {
+  Json scenario = Scenario();
+  scenario["instance_types"]["ecs.g6.large"]["eni_quota"] = 8;
+  ASSERT_NO_FATAL_FAILURE(Start(scenario));
+  int free_before = FreeIps("vsw-a");
+  std::string vpc = emu_->vpc_netns();
+  std::string routes_before = Sh("ip -n " + vpc + " route").out;
+  std::string neigh_before = Sh("ip -n " + vpc + " neigh show nud permanent").out;
+  // Each worker runs ENI lifecycles; every step must succeed.
+  std::vector<std::string> failures[6];
+  std::vector<std::thread> workers;
+  for (int w = 0; w < 6; ++w) {
+    workers.emplace_back([&, w] {
+      EcsClient c = w % 2 ? c2_ : c1_;
+      std::string instance = w % 2 ? "i-node2" : "i-node1";
+      for (int round = 0; round < 2; ++round) {
+        Reply r = c.Call("CreateNetworkInterface",
+                         {{"VSwitchId", "vsw-a"},
+                          {"SecurityGroupId", "sg-test"},
+                          {"ClientToken", "w" + std::to_string(w) + "-" + std::to_string(round)}});
+        if (r.status != 200) {
+          failures[w].push_back("create: " + r.raw);
+          continue;
+        }
+        std::string id = r.body["NetworkInterfaceId"];
+        std::vector<std::pair<std::string, Params>> steps = {
+            {"AttachNetworkInterface", {{"InstanceId", instance}}},
+            {"AssignPrivateIpAddresses", {{"SecondaryPrivateIpAddressCount", "4"}}},
+            {"DetachNetworkInterface", {{"InstanceId", instance}}},
+            {"DeleteNetworkInterface", {}}};
+        for (auto& [action, p] : steps) {
+          p["NetworkInterfaceId"] = id;
+          r = c.Call(action, p);
+          if (r.status != 200) failures[w].push_back(action + ": " + r.raw);
+        }
+      }
+    });
+  }
+  for (auto& t : workers) t.join();
+  for (const auto& f : failures) EXPECT_TRUE(f.empty()) << f.front();
+  Json state = emu_->State();
+  EXPECT_EQ(state["enis"].size(), 2u) << state["enis"].dump();
+  EXPECT_EQ(FreeIps("vsw-a"), free_before);
+  EXPECT_EQ(state["calls"]["DeleteNetworkInterface"], 12);
+  EXPECT_EQ(Sh("ip -n " + vpc + " route").out, routes_before);
+  EXPECT_EQ(Sh("ip -n " + vpc + " neigh show nud permanent").out, neigh_before);
+  EXPECT_EQ(NonLoopbackLinks(*node1_), "eth0 ");
+  EXPECT_EQ(NonLoopbackLinks(*node2_), "eth0 ");
 }
 
 TEST_F(EcsEmulatorTest, OutOfBandEnisAreVisibleAndAttached) {
@@ -999,19 +1084,6 @@ TEST_F(EcsEmulatorTest, OutOfBandEnisAreVisibleAndAttached) {
   AdminReply bad = emu_->AddEni({{"vswitch", "vsw-nope"}});
   EXPECT_EQ(bad.status, 404) << bad.body.dump();
   EXPECT_TRUE(Contains(bad.body["error"], "vsw-nope")) << bad.body.dump();
-}
-
-// The node's links other than lo.
-std::string NonLoopbackLinks(const Netns& node) {
-  std::string out;
-  auto r = node.Exec("ip -o link show | cut -d: -f2 | cut -d@ -f1");
-  std::istringstream in(r.out);
-  std::string l;
-  while (std::getline(in, l)) {
-    l.erase(0, l.find_first_not_of(' '));
-    if (!l.empty() && l != "lo") out += l + " ";
-  }
-  return out;
 }
 
 bool NetnsExists(const std::string& name) { return fs::exists("/var/run/netns/" + name); }
