@@ -72,6 +72,7 @@ std::string EcsEmulator::Log() const {
 }
 
 bool EcsEmulator::Start(std::string* why) {
+  Stop();  // a second Start() restarts
   // The admin port is picked free, then bound by the emulator: another
   // process may take it in between. Try again with another one then.
   for (int attempt = 0;; ++attempt) {
