@@ -266,7 +266,7 @@ class Secgroup {
                         "`trellisctl secgroup diff` here to see what it would do");
       }
     }
-    SyncReport rep = Sync(dry_run ? "requested (trellisctl secgroup diff)" : "", !dry_run);
+    SyncReport rep = Sync(dry_run ? "trellisctl secgroup diff" : "", !dry_run);
     Json j = rep.ToJson();
     j["text"] = rep.ToText();
     return j;
