@@ -2,7 +2,10 @@
 // secgroup plugin, against the ECS emulator serving that node's ECS API and
 // metadata on its loopback. The security group's rules are read from the
 // emulator's admin API: what the cloud really holds.
+#include <fcntl.h>
 #include <gtest/gtest.h>
+#include <sched.h>
+#include <unistd.h>
 
 #include <chrono>
 #include <filesystem>
@@ -12,8 +15,14 @@
 #include <regex>
 #include <set>
 #include <string>
+#include <thread>
 #include <vector>
 
+#include "aliyun/clock.h"
+#include "aliyun/credentials.h"
+#include "aliyun/ecs.h"
+#include "aliyun/http.h"
+#include "aliyun/rpc_client.h"
 #include "ecs_emulator.h"
 #include "harness.h"
 
@@ -448,6 +457,101 @@ TEST_F(SecgroupTest, DisablingTheModuleLeavesTheRulesUnlessAskedToRevoke) {
   ASSERT_TRUE(WaitFor([&] { return Cloud().size() == 1; }, 15s)) << ::testing::PrintToString(Cloud());
   EXPECT_TRUE(Cloud().contains("ingress TCP 22/22 10.1.0.0/16 Accept 1 | ops ssh"));
   EXPECT_EQ(Mutations(), 6);  // three added, three revoked, nothing else
+}
+
+TEST_F(SecgroupTest, ReadsThatLagBehindWritesNeitherDuplicateNorFail) {
+  ASSERT_NO_FATAL_FAILURE(StartNodes({NodeConfig("      leader: false\n", "        []\n")}));
+  // ECS's Describe* answers lag behind its writes: the syncs right after a
+  // change see the group as it was.
+  ASSERT_TRUE(emu_->SetConsistencyDelay(1500));
+  std::string cfg = "      leader: true\n      sync_interval: 1\n      max_revoke_fraction: 1\n";
+  Rewrite(D(), NodeConfig(cfg, PortRules({8080, 8081, 8082})));
+  ASSERT_TRUE(WaitFor([&] { return Cloud().size() == 3; }, 20s));
+  // Re-adding what a lagging read missed changes nothing (ECS keeps one of
+  // equal rules); revoking by id what a lagging read still shows is "gone".
+  Rewrite(D(), NodeConfig(cfg, PortRules({8080, 8081})));
+  ASSERT_TRUE(WaitFor([&] { return Cloud().size() == 2; }, 20s));
+  double before = Syncs(D(), "in_sync");
+  ASSERT_TRUE(WaitFor([&] { return Syncs(D(), "in_sync") >= before + 2; }, 20s));
+  EXPECT_EQ(Cloud().size(), 2u);
+  EXPECT_EQ(Syncs(D(), "failed"), 0) << D().Log();
+  Json st = emu_->State();
+  EXPECT_GE(st["calls"].value("RevokeSecurityGroup", 0), 1);
+}
+
+// The shared ECS client (plugins/common/aliyun) against the emulator, for the
+// security-group actions the module relies on: the contract both are written
+// to, checked from the node's namespace as the module calls it.
+TEST_F(SecgroupTest, TheSharedClientAndTheEmulatorAgreeOnSecurityGroupRules) {
+  ASSERT_NO_FATAL_FAILURE(StartNodes({NodeConfig("      leader: false\n", "        []\n")}));
+  std::string failure;
+  std::thread t([&] {
+    int fd = open(D().node()->path().c_str(), O_RDONLY | O_CLOEXEC);
+    if (fd < 0 || setns(fd, CLONE_NEWNET) != 0) {
+      failure = "cannot enter the node namespace";
+      return;
+    }
+    close(fd);
+    namespace al = trellis::aliyun;
+    al::RealClock clock;
+    al::RpcOptions o;
+    o.endpoint = al::Endpoint::Parse("http://127.0.0.1:18080", "ecs_endpoint",
+                                     al::Endpoint::PlainHttp::kLoopbackOnly);
+    o.region = kEcsRegion;
+    std::shared_ptr<al::CredentialProvider> creds = al::MakeStaticCredentials(
+        {kEcsAccessKeyId, kEcsAccessKeySecret, "", std::nullopt}, "test");
+    al::EcsClient ecs(std::make_shared<al::RpcClient>(
+        o, std::make_shared<al::HttplibTransport>(), creds, &clock));
+    try {
+      al::SecurityGroupRule v6;
+      v6.direction = "ingress";
+      v6.ip_protocol = "tcp";
+      v6.port_range = "443/443";
+      v6.cidr = "fd00:10::/64";
+      v6.priority = 7;
+      v6.description = "trellis/default v6";
+      ecs.AuthorizeSecurityGroupRule(kSg, v6, "");
+      al::SecurityGroupRule egress = v6;
+      egress.direction = "egress";
+      egress.ip_protocol = "udp";
+      egress.port_range = "53/53";
+      egress.cidr = "10.0.0.53/32";
+      egress.policy = "drop";
+      ecs.AuthorizeSecurityGroupRule(kSg, egress, "");
+      auto rules = ecs.DescribeSecurityGroupRules(kSg, "");
+      if (rules.size() != 2) throw std::runtime_error("expected 2 rules, got " + std::to_string(rules.size()));
+      for (const auto& r : rules) {
+        bool in = r.direction == "ingress";
+        if (r.rule_id.rfind("sgr-", 0) != 0 || r.create_time.empty() ||
+            r.ip_protocol != (in ? "tcp" : "udp") || r.cidr != (in ? "fd00:10::/64" : "10.0.0.53/32") ||
+            r.policy != (in ? "accept" : "drop") || r.priority != 7 ||
+            r.description != "trellis/default v6") {
+          throw std::runtime_error("rule read back differs: " + r.direction + " " + r.ip_protocol +
+                                   " " + r.cidr + " " + r.policy);
+        }
+      }
+      // By id: exactly that rule; once gone, ECS's "does not exist" codes.
+      for (auto r : rules) {
+        ecs.RevokeSecurityGroupRule(kSg, r, "");
+        try {
+          ecs.RevokeSecurityGroupRule(kSg, r, "");
+          throw std::runtime_error("a second revoke of " + r.rule_id + " succeeded");
+        } catch (const al::CloudError& e) {
+          if (!al::EcsClient::IsRuleGone(e)) throw;
+        }
+      }
+      // By parameters, a rule that is not there is no error.
+      ecs.RevokeSecurityGroupRule(kSg, v6, "");
+      if (!ecs.DescribeSecurityGroupRules(kSg, "").empty()) throw std::runtime_error("rules left");
+    } catch (const std::exception& e) {
+      failure = e.what();
+    }
+  });
+  t.join();
+  EXPECT_EQ(failure, "");
+  Json st = emu_->State();
+  EXPECT_EQ(st["errors"]["RevokeSecurityGroup"].value("InvalidParam.SecurityGroupRuleId", 0), 1);
+  EXPECT_EQ(st["errors"]["RevokeSecurityGroupEgress"].value("InvalidSecurityGroupRule.RuleNotExist", 0), 1);
 }
 
 }  // namespace

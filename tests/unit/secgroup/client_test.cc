@@ -95,7 +95,7 @@ struct Rig {
   std::unique_ptr<EcsClient> ecs;
 };
 
-TEST(EcsSecurityGroups, RulesTravelWithEcsParameterNames) {
+TEST(SecgroupEcsClient, RulesTravelWithEcsParameterNames) {
   Rig rig;
   for (int i = 0; i < 4; ++i) rig.transport->Answer(200, {{"RequestId", "r"}});
   SecurityGroupRule r;
@@ -140,7 +140,7 @@ TEST(EcsSecurityGroups, RulesTravelWithEcsParameterNames) {
   EXPECT_FALSE(q.contains("SecurityGroupRuleId.1"));
 }
 
-TEST(EcsSecurityGroups, DescribeReadsEcsNestingAndFollowsNextToken) {
+TEST(SecgroupEcsClient, DescribeReadsEcsNestingAndFollowsNextToken) {
   Rig rig;
   rig.transport->Answer(200, Json::parse(R"({
     "RequestId": "r1", "SecurityGroupId": "sg-1", "NextToken": "page2",
@@ -175,7 +175,7 @@ TEST(EcsSecurityGroups, DescribeReadsEcsNestingAndFollowsNextToken) {
   EXPECT_EQ(rules[2].peer_group, "sg-ops");
 }
 
-TEST(EcsSecurityGroups, ARevokedRuleThatIsGoneIsRecognised) {
+TEST(SecgroupEcsClient, ARevokedRuleThatIsGoneIsRecognised) {
   Rig rig;
   rig.transport->Answer(400, {{"RequestId", "r"}, {"Code", "InvalidParam.SecurityGroupRuleId"},
                               {"Message", "The specified SecurityGroupRuleId does not exist."}});
@@ -196,7 +196,7 @@ TEST(EcsSecurityGroups, ARevokedRuleThatIsGoneIsRecognised) {
   }
 }
 
-TEST(CloudAccess, ParsesTheSharedKeys) {
+TEST(SecgroupCloudAccess, ParsesTheSharedKeys) {
   std::vector<std::string> warnings;
   CloudAccess a = CloudAccess::Parse(
       {{"region", "cn-beijing"},

@@ -69,7 +69,7 @@ struct Rig {
   std::vector<std::pair<int, std::string>> logs;
 };
 
-TEST(Reconciler, FirstSyncAddsExactlyTheDesiredRulesThenIsInSync) {
+TEST(SecgroupReconciler, FirstSyncAddsExactlyTheDesiredRulesThenIsInSync) {
   Rig rig(Config(Rules(3)));
   SyncReport rep = rig.Sync();
   EXPECT_EQ(rep.result, "applied");
@@ -87,7 +87,7 @@ TEST(Reconciler, FirstSyncAddsExactlyTheDesiredRulesThenIsInSync) {
   EXPECT_EQ(rig.ecs.Mutations(), 3);  // the second sync only read
 }
 
-TEST(Reconciler, ForeignRulesAreNeverRevokedAndSatisfyEqualDesiredRules) {
+TEST(SecgroupReconciler, ForeignRulesAreNeverRevokedAndSatisfyEqualDesiredRules) {
   Rig rig(Config(Rules(2)));
   // Someone else's rules: one unrelated, one equal to a desired rule (with
   // another description), one that merely looks like ours.
@@ -114,7 +114,7 @@ TEST(Reconciler, ForeignRulesAreNeverRevokedAndSatisfyEqualDesiredRules) {
   }
 }
 
-TEST(Reconciler, RemovingARuleFromTheConfigRevokesOnlyThatOne) {
+TEST(SecgroupReconciler, RemovingARuleFromTheConfigRevokesOnlyThatOne) {
   Rig rig(Config(Rules(4)));
   ASSERT_EQ(rig.Sync().result, "applied");
   rig.cfg = Config(Json::array({Rules(4)[0], Rules(4)[1], Rules(4)[3]}));
@@ -127,7 +127,7 @@ TEST(Reconciler, RemovingARuleFromTheConfigRevokesOnlyThatOne) {
                                                        "trellis/default svc3"}));
 }
 
-TEST(Reconciler, ChangedRulesAreAddedBeforeTheOldOnesGo) {
+TEST(SecgroupReconciler, ChangedRulesAreAddedBeforeTheOldOnesGo) {
   Rig rig(Config(Rules(2)));
   ASSERT_EQ(rig.Sync().result, "applied");
   Json changed = Rules(2);
@@ -144,7 +144,7 @@ TEST(Reconciler, ChangedRulesAreAddedBeforeTheOldOnesGo) {
   EXPECT_EQ(mutations, (std::vector<std::string>{"AuthorizeSecurityGroup", "RevokeSecurityGroup"}));
 }
 
-TEST(Reconciler, DryRunReadsOnly) {
+TEST(SecgroupReconciler, DryRunReadsOnly) {
   Rig rig(Config(Rules(3)));
   rig.cfg.max_revoke_fraction = 1;
   rig.ecs.AddOutOfBand("sg-a", Foreign("1/1", "10.0.0.0/8", "trellis/default stale"));
@@ -166,7 +166,7 @@ TEST(Reconciler, DryRunReadsOnly) {
   EXPECT_EQ(rig.ecs.Mutations(), 0);
 }
 
-TEST(Reconciler, MassRevokeGuardRefusesTheWholePlan) {
+TEST(SecgroupReconciler, MassRevokeGuardRefusesTheWholePlan) {
   Rig rig(Config(Rules(4)));
   ASSERT_EQ(rig.Sync().result, "applied");
   int before = rig.ecs.Mutations();
@@ -194,7 +194,7 @@ TEST(Reconciler, MassRevokeGuardRefusesTheWholePlan) {
   EXPECT_EQ(rig.Descriptions(), std::set<std::string>{"trellis/default svc0"});
 }
 
-TEST(Reconciler, GuardCountsAcrossEveryGroup) {
+TEST(SecgroupReconciler, GuardCountsAcrossEveryGroup) {
   Rig rig(Config(Rules(2), {"sg-a", "sg-b"}), {"sg-a", "sg-b"});
   ASSERT_EQ(rig.Sync().result, "applied");
   EXPECT_EQ(rig.ecs.Rules("sg-b").size(), 2u);
@@ -205,7 +205,7 @@ TEST(Reconciler, GuardCountsAcrossEveryGroup) {
   EXPECT_EQ(rep.guard.to_remove, 4);
 }
 
-TEST(Reconciler, WorldOpenRulesAreRefusedWithoutConsentAndWarnedWithIt) {
+TEST(SecgroupReconciler, WorldOpenRulesAreRefusedWithoutConsentAndWarnedWithIt) {
   Json rules = Json::parse(R"([
     {"protocol": "tcp", "port_range": "443/443", "source_cidr": "0.0.0.0/0"},
     {"protocol": "tcp", "port_range": "80/80", "source_cidr": "0.0.0.0/0", "allow_world_open": true},
@@ -232,7 +232,7 @@ TEST(Reconciler, WorldOpenRulesAreRefusedWithoutConsentAndWarnedWithIt) {
   EXPECT_EQ(rep.ToJson()["refused"][0]["index"], 0);
 }
 
-TEST(Reconciler, AnOutOfBandDeletionIsRepaired) {
+TEST(SecgroupReconciler, AnOutOfBandDeletionIsRepaired) {
   Rig rig(Config(Rules(3)));
   ASSERT_EQ(rig.Sync().result, "applied");
   rig.ecs.DeleteOutOfBand("sg-a", rig.ecs.Rules("sg-a")[1].rule_id);
@@ -242,7 +242,7 @@ TEST(Reconciler, AnOutOfBandDeletionIsRepaired) {
   EXPECT_EQ(rig.ecs.Rules("sg-a").size(), 3u);
 }
 
-TEST(Reconciler, ARuleGoneBeforeItsRevokeCountsAsRevoked) {
+TEST(SecgroupReconciler, ARuleGoneBeforeItsRevokeCountsAsRevoked) {
   Rig rig(Config(Rules(4)));
   ASSERT_EQ(rig.Sync().result, "applied");
   rig.cfg = Config(Json::array({Rules(4)[0], Rules(4)[1], Rules(4)[2]}));
@@ -259,7 +259,7 @@ TEST(Reconciler, ARuleGoneBeforeItsRevokeCountsAsRevoked) {
   EXPECT_TRUE(rep.failures.empty());
 }
 
-TEST(Reconciler, FailuresAreReportedAndTheRestGoesOn) {
+TEST(SecgroupReconciler, FailuresAreReportedAndTheRestGoesOn) {
   Rig rig(Config(Rules(3)));
   rig.ecs.Fail("AuthorizeSecurityGroup", "AuthorizationLimitExceed");
   SyncReport rep = rig.Sync();
@@ -272,7 +272,7 @@ TEST(Reconciler, FailuresAreReportedAndTheRestGoesOn) {
   EXPECT_EQ(rig.ecs.Rules("sg-a").size(), 3u);
 }
 
-TEST(Reconciler, AGroupThatCannotBeReadIsLeftAloneAndReported) {
+TEST(SecgroupReconciler, AGroupThatCannotBeReadIsLeftAloneAndReported) {
   Rig rig(Config(Rules(1), {"sg-a", "sg-missing"}), {"sg-a"});
   SyncReport rep = rig.Sync();
   EXPECT_EQ(rep.result, "failed");
@@ -281,7 +281,7 @@ TEST(Reconciler, AGroupThatCannotBeReadIsLeftAloneAndReported) {
   EXPECT_NE(rep.ToText().find("sg-missing: could not be read"), std::string::npos);
 }
 
-TEST(Reconciler, LosingLeadershipStopsBeforeTheNextChange) {
+TEST(SecgroupReconciler, LosingLeadershipStopsBeforeTheNextChange) {
   Rig rig(Config(Rules(3)));
   Reconciler rec(&rig.ecs, rig.cfg, [](int, const std::string&) {});
   SyncReport rep = rec.Plan();
@@ -293,7 +293,7 @@ TEST(Reconciler, LosingLeadershipStopsBeforeTheNextChange) {
   EXPECT_EQ(rig.ecs.Mutations(), 1);
 }
 
-TEST(Reconciler, DescriptionDriftIsReportedNotActedOn) {
+TEST(SecgroupReconciler, DescriptionDriftIsReportedNotActedOn) {
   Rig rig(Config(Rules(1)));
   ASSERT_EQ(rig.Sync().result, "applied");
   Json renamed = Rules(1);
@@ -305,7 +305,7 @@ TEST(Reconciler, DescriptionDriftIsReportedNotActedOn) {
   EXPECT_EQ(rep.groups[0].description_differs[0].second.description, "trellis/default svc0");
 }
 
-TEST(Reconciler, EgressAndIpv6RulesRoundTrip) {
+TEST(SecgroupReconciler, EgressAndIpv6RulesRoundTrip) {
   Json rules = Json::parse(R"([
     {"direction": "egress", "protocol": "udp", "port_range": "53/53", "dest_cidr": "10.0.0.53/32"},
     {"protocol": "tcp", "port_range": "80/80", "source_cidr": "fd00:10::/64"},
