@@ -29,10 +29,11 @@ std::string Config(int rules, double qps, bool dry_run) {
   std::ostringstream o;
   o << "log_level: warn\nmodules:\n  secgroup:\n    enabled: true\n    config:\n"
     << "      security_groups: [sg-test]\n      region: cn-hangzhou\n"
-    << "      ecs_endpoint: http://127.0.0.1:18080\n      metadata_endpoint: http://127.0.0.1:18081\n"
-    << "      leader: true\n      sync_interval: 3600\n      dry_run: " << (dry_run ? "true" : "false")
-    << "\n      rate_limit: {default: {qps: " << qps << ", burst: " << std::max(1, static_cast<int>(qps))
-    << "}}\n      rules:\n";
+    << "      ecs_endpoint: http://127.0.0.1:18080\n      metadata_endpoint: "
+       "http://127.0.0.1:18081\n"
+    << "      leader: true\n      sync_interval: 3600\n      dry_run: "
+    << (dry_run ? "true" : "false") << "\n      rate_limit: {default: {qps: " << qps
+    << ", burst: " << std::max(1, static_cast<int>(qps)) << "}}\n      rules:\n";
   for (int i = 0; i < rules; ++i) {
     int port = 10000 + i;
     o << "        - {direction: ingress, protocol: tcp, port_range: " << port << "/" << port

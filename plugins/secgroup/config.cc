@@ -82,9 +82,9 @@ bool SplitPorts(const std::string& s, long* a, long* b) {
 Rule ParseRule(const Json& j, int index, const std::string& owner) {
   const std::string at = "rules[" + std::to_string(index) + "]";
   if (!j.is_object()) throw Bad(at, "expected a map with direction, protocol, port_range...");
-  static const std::set<std::string> kKnown = {
-      "direction",   "protocol", "port_range",  "source_cidr",     "dest_cidr",
-      "priority",    "policy",   "description", "allow_world_open"};
+  static const std::set<std::string> kKnown = {"direction",   "protocol",    "port_range",
+                                               "source_cidr", "dest_cidr",   "priority",
+                                               "policy",      "description", "allow_world_open"};
   for (const auto& [k, v] : j.items()) {
     if (!kKnown.contains(k)) {
       throw Bad(at + "." + k, "unknown key (known: " + KnownList(kKnown) + ")");
@@ -96,7 +96,8 @@ Rule ParseRule(const Json& j, int index, const std::string& owner) {
   if (r.direction != "ingress" && r.direction != "egress") {
     throw Bad(at + ".direction", "expected ingress or egress, got '" + r.direction + "'");
   }
-  if (!j.contains("protocol")) throw Bad(at + ".protocol", "required: tcp, udp, icmp, icmpv6, gre or all");
+  if (!j.contains("protocol"))
+    throw Bad(at + ".protocol", "required: tcp, udp, icmp, icmpv6, gre or all");
   r.protocol = Lower(String(j["protocol"], at + ".protocol"));
   static const std::set<std::string> kProtocols = {"tcp", "udp", "icmp", "icmpv6", "gre", "all"};
   if (!kProtocols.contains(r.protocol)) {
@@ -113,24 +114,26 @@ Rule ParseRule(const Json& j, int index, const std::string& owner) {
   }
   long lo = 0, hi = 0;
   if (!SplitPorts(r.port_range, &lo, &hi)) {
-    throw Bad(at + ".port_range", "expected FROM/TO, e.g. \"80/80\", \"1/65535\" or \"-1/-1\", got '" +
-                                      r.port_range + "'");
+    throw Bad(
+        at + ".port_range",
+        "expected FROM/TO, e.g. \"80/80\", \"1/65535\" or \"-1/-1\", got '" + r.port_range + "'");
   }
   if (ported && !(1 <= lo && lo <= hi && hi <= 65535)) {
-    throw Bad(at + ".port_range", r.protocol + " takes ports 1 to 65535 with FROM <= TO, got '" +
-                                      r.port_range + "'");
+    throw Bad(at + ".port_range",
+              r.protocol + " takes ports 1 to 65535 with FROM <= TO, got '" + r.port_range + "'");
   }
   if (!ported && !(lo == -1 && hi == -1)) {
-    throw Bad(at + ".port_range", r.protocol + " has no ports: use \"-1/-1\" or leave it out, got '" +
-                                      r.port_range + "'");
+    throw Bad(
+        at + ".port_range",
+        r.protocol + " has no ports: use \"-1/-1\" or leave it out, got '" + r.port_range + "'");
   }
   r.port_range = std::to_string(lo) + "/" + std::to_string(hi);
 
   const char* peer_key = r.direction == "ingress" ? "source_cidr" : "dest_cidr";
   const char* other_key = r.direction == "ingress" ? "dest_cidr" : "source_cidr";
   if (j.contains(other_key)) {
-    throw Bad(at + "." + other_key, std::string("not taken on an ") + r.direction + " rule (its peer is " +
-                                        peer_key + ")");
+    throw Bad(at + "." + other_key, std::string("not taken on an ") + r.direction +
+                                        " rule (its peer is " + peer_key + ")");
   }
   if (!j.contains(peer_key)) {
     throw Bad(at + "." + peer_key, std::string("required on an ") + r.direction +
@@ -154,8 +157,9 @@ Rule ParseRule(const Json& j, int index, const std::string& owner) {
   }
   if (j.contains("description")) r.description = String(j["description"], at + ".description");
   if (owner.size() + 1 + r.description.size() > kMaxDescription) {
-    throw Bad(at + ".description", "too long: with the owner mark '" + owner + " ' it must fit in " +
-                                       std::to_string(kMaxDescription) + " characters");
+    throw Bad(at + ".description", "too long: with the owner mark '" + owner +
+                                       " ' it must fit in " + std::to_string(kMaxDescription) +
+                                       " characters");
   }
   if (j.contains("allow_world_open")) {
     r.allow_world_open = Bool(j["allow_world_open"], at + ".allow_world_open");
@@ -180,7 +184,8 @@ std::optional<std::string> CanonicalCidr(const std::string& text) {
     if (p.empty() || *end != '\0' || v < 0 || v > max) return std::nullopt;
     prefix = static_cast<int>(v);
   }
-  for (int bit = prefix; bit < max; ++bit) bytes[bit / 8] &= static_cast<unsigned char>(~(0x80 >> (bit % 8)));
+  for (int bit = prefix; bit < max; ++bit)
+    bytes[bit / 8] &= static_cast<unsigned char>(~(0x80 >> (bit % 8)));
   char buf[INET6_ADDRSTRLEN] = {};
   inet_ntop(v6 ? AF_INET6 : AF_INET, bytes.data(), buf, sizeof buf);
   return std::string(buf) + "/" + std::to_string(prefix);
@@ -196,8 +201,9 @@ bool Rule::WorldOpen() const {
 }
 
 std::string Rule::Summary() const {
-  return direction + " " + protocol + " " + port_range + (direction == "ingress" ? " from " : " to ") +
-         cidr + " " + policy + " priority " + std::to_string(priority);
+  return direction + " " + protocol + " " + port_range +
+         (direction == "ingress" ? " from " : " to ") + cidr + " " + policy + " priority " +
+         std::to_string(priority);
 }
 
 Json Rule::ToJson() const {
@@ -222,7 +228,8 @@ Rule FromCloud(const aliyun::SecurityGroupRule& c, const std::string& owner, boo
   r.protocol = Lower(c.ip_protocol);
   r.port_range = c.port_range;
   long lo = 0, hi = 0;
-  if (SplitPorts(c.port_range, &lo, &hi)) r.port_range = std::to_string(lo) + "/" + std::to_string(hi);
+  if (SplitPorts(c.port_range, &lo, &hi))
+    r.port_range = std::to_string(lo) + "/" + std::to_string(hi);
   if (!c.cidr.empty()) {
     r.cidr = CanonicalCidr(c.cidr).value_or(c.cidr);
   } else if (!c.peer_group.empty()) {
@@ -235,7 +242,8 @@ Rule FromCloud(const aliyun::SecurityGroupRule& c, const std::string& owner, boo
   *owned = OwnedBy(c.description, owner);
   r.description = c.description;
   if (*owned) {
-    r.description = c.description.size() > owner.size() ? c.description.substr(owner.size() + 1) : "";
+    r.description =
+        c.description.size() > owner.size() ? c.description.substr(owner.size() + 1) : "";
   }
   return r;
 }
@@ -254,15 +262,15 @@ aliyun::SecurityGroupRule ToCloud(const Rule& r, const std::string& owner) {
 
 SecgroupConfig SecgroupConfig::Parse(const Json& j) {
   if (!j.is_object()) throw Error(TRELLIS_E_INVALID, "secgroup config: expected a map");
-  std::set<std::string> known = {"sync_interval", "security_groups", "security_group",
-                                 "rules",         "dry_run",         "leader",
-                                 "leader_node",   "max_revoke_fraction", "cluster_id",
-                                 "revoke_on_disable"};
+  std::set<std::string> known = {
+      "sync_interval", "security_groups", "security_group",      "rules",      "dry_run",
+      "leader",        "leader_node",     "max_revoke_fraction", "cluster_id", "revoke_on_disable"};
   known.insert(aliyun::CloudAccess::Keys().begin(), aliyun::CloudAccess::Keys().end());
   for (const auto& [k, v] : j.items()) {
     if (k == "enable" || k == "enabled") {
-      throw Bad(k, "the module switch is modules.secgroup.enabled (security_conf."
-                   "security_group_sync.enable in a Terway ConfigMap); remove the key here");
+      throw Bad(k,
+                "the module switch is modules.secgroup.enabled (security_conf."
+                "security_group_sync.enable in a Terway ConfigMap); remove the key here");
     }
     if (!known.contains(k)) throw Bad(k, "unknown key (known: " + KnownList(known) + ")");
   }
@@ -276,8 +284,9 @@ SecgroupConfig SecgroupConfig::Parse(const Json& j) {
 
   if (const char* env = std::getenv("CLUSTER_ID"); env != nullptr && *env != '\0') {
     if (!ValidClusterId(env)) {
-      throw Bad("CLUSTER_ID (environment)",
-                "expected 1 to 64 letters, digits, '-', '_' or '.', got '" + std::string(env) + "'");
+      throw Bad(
+          "CLUSTER_ID (environment)",
+          "expected 1 to 64 letters, digits, '-', '_' or '.', got '" + std::string(env) + "'");
     }
     c.cluster_id = env;
   }
@@ -298,7 +307,8 @@ SecgroupConfig SecgroupConfig::Parse(const Json& j) {
       c.security_groups.push_back(id);
     }
   };
-  if (j.contains("security_group")) add_group(String(j["security_group"], "security_group"), "security_group");
+  if (j.contains("security_group"))
+    add_group(String(j["security_group"], "security_group"), "security_group");
   if (j.contains("security_groups")) {
     const Json& v = j["security_groups"];
     if (v.is_string()) {
@@ -326,8 +336,9 @@ SecgroupConfig SecgroupConfig::Parse(const Json& j) {
       Rule r = ParseRule(v[i], static_cast<int>(i), c.Owner());
       auto [it, fresh] = seen.emplace(r.Key(), static_cast<int>(i));
       if (!fresh) {
-        throw Bad("rules[" + std::to_string(i) + "]",
-                  "the same rule as rules[" + std::to_string(it->second) + "] (" + r.Summary() + ")");
+        throw Bad(
+            "rules[" + std::to_string(i) + "]",
+            "the same rule as rules[" + std::to_string(it->second) + "] (" + r.Summary() + ")");
       }
       c.rules.push_back(std::move(r));
     }

@@ -143,7 +143,8 @@ Json SyncReport::ToJson() const {
       provided.push_back({{"rule", r.ToJson()}, {"by_rule_id", c.id}});
     }
     for (const auto& [r, c] : g.description_differs) {
-      differs.push_back({{"rule", r.ToJson()}, {"rule_id", c.id}, {"cloud_description", c.description}});
+      differs.push_back(
+          {{"rule", r.ToJson()}, {"rule_id", c.id}, {"cloud_description", c.description}});
     }
     gj["actual"] = actual;
     gj["to_add"] = add;
@@ -310,7 +311,8 @@ SyncReport Reconciler::Plan() const {
     rep.guard.managed += g.Managed();
     rep.guard.to_remove += static_cast<int>(g.to_remove.size());
   }
-  for (const auto& r : rep.refused) rep.reasons.push_back("refused rules[" + std::to_string(r.rule.index) + "]: " + r.reason);
+  for (const auto& r : rep.refused)
+    rep.reasons.push_back("refused rules[" + std::to_string(r.rule.index) + "]: " + r.reason);
   const auto& gd = rep.guard;
   if (gd.to_remove > 0 &&
       static_cast<double>(gd.to_remove) > gd.max_fraction * static_cast<double>(gd.managed)) {
@@ -332,8 +334,9 @@ void Reconciler::Apply(SyncReport* rep, const std::function<bool()>& go_on) cons
   auto stop = [&]() {
     if (go_on()) return false;
     rep->stopped = true;
-    rep->reasons.push_back("stopped before every change was made: this node is no longer the "
-                           "leader, or the module is stopping");
+    rep->reasons.push_back(
+        "stopped before every change was made: this node is no longer the "
+        "leader, or the module is stopping");
     return true;
   };
   for (GroupDiff& g : rep->groups) {
@@ -376,8 +379,8 @@ void Reconciler::Apply(SyncReport* rep, const std::function<bool()>& go_on) cons
           log_(TRELLIS_LOG_INFO, c.id + " was gone from " + g.id + " already");
           continue;
         }
-        rep->failures.push_back({g.id, "revoke", c.rule.Summary() + " (" + c.id + ")", e.code(),
-                                 e.what()});
+        rep->failures.push_back(
+            {g.id, "revoke", c.rule.Summary() + " (" + c.id + ")", e.code(), e.what()});
         log_(TRELLIS_LOG_WARN, "could not revoke " + c.id + " from " + g.id + ": " + e.what());
         if (e.kind() == CloudError::Kind::kCancelled) {
           rep->stopped = true;

@@ -21,8 +21,8 @@
 // one node (or in a config being rolled out) must not open or close traffic
 // for the others. With revoke_on_disable: true the leader revokes the rules
 // it owns (the revoke guard does not apply: it is an explicit request).
-#include <trellis/plugin.hpp>
 #include <unistd.h>
+#include <trellis/plugin.hpp>
 
 #include <algorithm>
 #include <chrono>
@@ -74,15 +74,15 @@ class Metrics : public aliyun::RpcObserver {
                                   "Security-group syncs, by result (in_sync, applied, dry_run, "
                                   "refused, failed, stopped).",
                                   {"result"});
-    last_time_ = host_.RegisterMetric(TRELLIS_METRIC_GAUGE,
-                                      "trellis_secgroup_last_sync_timestamp_seconds",
-                                      "When the last security-group sync ended (Unix time).");
+    last_time_ =
+        host_.RegisterMetric(TRELLIS_METRIC_GAUGE, "trellis_secgroup_last_sync_timestamp_seconds",
+                             "When the last security-group sync ended (Unix time).");
     last_ok_ = host_.RegisterMetric(
         TRELLIS_METRIC_GAUGE, "trellis_secgroup_last_sync_success",
         "1 when the last sync left the groups as the config wants them (in_sync or applied).");
-    added_ = host_.RegisterMetric(TRELLIS_METRIC_COUNTER, "trellis_secgroup_rules_added_total",
-                                  "Rules added to a security group by the sync.",
-                                  {"security_group"});
+    added_ =
+        host_.RegisterMetric(TRELLIS_METRIC_COUNTER, "trellis_secgroup_rules_added_total",
+                             "Rules added to a security group by the sync.", {"security_group"});
     removed_ = host_.RegisterMetric(TRELLIS_METRIC_COUNTER, "trellis_secgroup_rules_removed_total",
                                     "Rules of ours revoked from a security group by the sync.",
                                     {"security_group"});
@@ -225,10 +225,14 @@ class Secgroup {
   Json Status() {
     std::lock_guard lock(mu_);
     Role role = RoleLocked();
-    Json s = {{"healthy", true}, {"role", role.leader ? "leader" : "standby"},
-              {"role_reason", role.reason}, {"node", node_name_},
-              {"dry_run", cfg_->dry_run}, {"security_groups", cfg_->security_groups},
-              {"rules", cfg_->rules.size()}, {"owner", cfg_->Owner()},
+    Json s = {{"healthy", true},
+              {"role", role.leader ? "leader" : "standby"},
+              {"role_reason", role.reason},
+              {"node", node_name_},
+              {"dry_run", cfg_->dry_run},
+              {"security_groups", cfg_->security_groups},
+              {"rules", cfg_->rules.size()},
+              {"owner", cfg_->Owner()},
               {"sync_interval_seconds", cfg_->sync_interval.count() / 1000.0},
               {"signing_with", cloud_->CredentialSource()}};
     bool degraded = false;
@@ -301,7 +305,8 @@ class Secgroup {
     SecgroupConfig none = *cfg;
     none.rules.clear();
     none.max_revoke_fraction = 1.0;
-    Reconciler rec(cloud.get(), none, [this](int level, const std::string& m) { host_.Log(level, m); });
+    Reconciler rec(cloud.get(), none,
+                   [this](int level, const std::string& m) { host_.Log(level, m); });
     SyncReport rep = rec.Plan();
     rep.leader = true;
     rec.Apply(&rep, [] { return true; });
@@ -326,18 +331,20 @@ class Secgroup {
       return std::make_shared<aliyun::CloudSession>(cfg.cloud, &clock_, &metrics_,
                                                     "trellis-secgroup/1.0");
     } catch (const CloudError& e) {
-      throw Error(e.kind() == CloudError::Kind::kInvalid ? TRELLIS_E_INVALID : TRELLIS_E_UNAVAILABLE,
-                  e.what());
+      throw Error(
+          e.kind() == CloudError::Kind::kInvalid ? TRELLIS_E_INVALID : TRELLIS_E_UNAVAILABLE,
+          e.what());
     }
   }
 
   Role RoleLocked() const {
     if (elected_.has_value()) {
-      return {*elected_, *elected_ ? "elected by the host" : "another node was elected by the host"};
+      return {*elected_,
+              *elected_ ? "elected by the host" : "another node was elected by the host"};
     }
     if (cfg_->leader.has_value()) {
-      return {*cfg_->leader, std::string("leader: ") + (*cfg_->leader ? "true" : "false") +
-                                 " in the config"};
+      return {*cfg_->leader,
+              std::string("leader: ") + (*cfg_->leader ? "true" : "false") + " in the config"};
     }
     if (!cfg_->leader_node.empty()) {
       bool me = cfg_->leader_node == node_name_;
@@ -378,7 +385,8 @@ class Secgroup {
       role = RoleLocked();
     }
     auto start = std::chrono::steady_clock::now();
-    Reconciler rec(cloud.get(), *cfg, [this](int level, const std::string& m) { host_.Log(level, m); });
+    Reconciler rec(cloud.get(), *cfg,
+                   [this](int level, const std::string& m) { host_.Log(level, m); });
     SyncReport rep = rec.Plan();
     rep.leader = role.leader;
     rep.role_reason = role.reason;
@@ -426,10 +434,14 @@ class Secgroup {
       last_degraded_ = degraded;
       Json summary = rep.ToJson();
       // The status keeps the outcome, not every rule of every group.
-      Json brief = {{"result", summary["result"]},       {"started_at", summary["started_at"]},
-                    {"duration_ms", summary["duration_ms"]}, {"summary", summary["summary"]},
-                    {"guard", summary["guard"]},         {"reasons", summary["reasons"]},
-                    {"failures", summary["failures"]},   {"dry_run", rep.dry_run}};
+      Json brief = {{"result", summary["result"]},
+                    {"started_at", summary["started_at"]},
+                    {"duration_ms", summary["duration_ms"]},
+                    {"summary", summary["summary"]},
+                    {"guard", summary["guard"]},
+                    {"reasons", summary["reasons"]},
+                    {"failures", summary["failures"]},
+                    {"dry_run", rep.dry_run}};
       last_ = brief;
     }
     metrics_.Record(rep, before);

@@ -62,7 +62,8 @@ modules:
          "      rules:\n" + rules_yaml;
 }
 
-constexpr const char* kThreeRules = R"(        - {direction: ingress, protocol: tcp, port_range: 80/80, source_cidr: 10.0.0.0/8, description: web}
+constexpr const char* kThreeRules =
+    R"(        - {direction: ingress, protocol: tcp, port_range: 80/80, source_cidr: 10.0.0.0/8, description: web}
         - {direction: egress, protocol: udp, port_range: 53/53, dest_cidr: 192.168.0.2/32, policy: accept, priority: 5}
         - {direction: ingress, protocol: icmp, source_cidr: 172.16.0.0/12, policy: drop, priority: 100}
 )";
@@ -89,7 +90,8 @@ class SecgroupTest : public ::testing::Test {
       if (HasFailure() && n.daemon) std::cerr << "--- trellisd log:\n" << n.daemon->Log() << "\n";
     }
     nodes_.clear();
-    if (HasFailure() && emu_) std::cerr << "--- emulator log (tail):\n" << Tail(emu_->Log()) << "\n";
+    if (HasFailure() && emu_)
+      std::cerr << "--- emulator log (tail):\n" << Tail(emu_->Log()) << "\n";
     emu_.reset();
   }
 
@@ -171,7 +173,9 @@ class SecgroupTest : public ::testing::Test {
     return Json::object();
   }
 
-  std::string Metrics(Daemon& d) { return HttpGet(d.metrics_port(), "/metrics", d.node()->name()).second; }
+  std::string Metrics(Daemon& d) {
+    return HttpGet(d.metrics_port(), "/metrics", d.node()->name()).second;
+  }
   // The value of one series ("name{labels}") in the exposition, or -1.
   double Metric(Daemon& d, const std::string& series) {
     std::string text = Metrics(d);
@@ -201,10 +205,13 @@ const std::set<std::string> kThreeInCloud = {
 };
 
 TEST_F(SecgroupTest, InitialSyncCreatesExactlyTheDesiredRules) {
-  Json foreign = Json::array({{{"Direction", "ingress"}, {"IpProtocol", "tcp"},
-                               {"PortRange", "22/22"}, {"SourceCidrIp", "10.1.0.0/16"},
+  Json foreign = Json::array({{{"Direction", "ingress"},
+                               {"IpProtocol", "tcp"},
+                               {"PortRange", "22/22"},
+                               {"SourceCidrIp", "10.1.0.0/16"},
                                {"Description", "ops ssh"}}});
-  ASSERT_NO_FATAL_FAILURE(StartNodes({NodeConfig("      leader: true\n", kThreeRules)}, {}, foreign));
+  ASSERT_NO_FATAL_FAILURE(
+      StartNodes({NodeConfig("      leader: true\n", kThreeRules)}, {}, foreign));
   std::set<std::string> want = kThreeInCloud;
   want.insert("ingress TCP 22/22 10.1.0.0/16 Accept 1 | ops ssh");
   ASSERT_TRUE(WaitFor([&] { return Cloud() == want; }, 20s)) << ::testing::PrintToString(Cloud());
@@ -229,7 +236,8 @@ TEST_F(SecgroupTest, InitialSyncCreatesExactlyTheDesiredRules) {
   RunResult text = D().Ctl({"secgroup", "diff"});
   ASSERT_EQ(text.exit_code, 0) << text.err;
   EXPECT_NE(text.out.find("security-group sync: in_sync"), std::string::npos) << text.out;
-  EXPECT_NE(text.out.find("  = ingress tcp 80/80 from 10.0.0.0/8 accept priority 1"), std::string::npos)
+  EXPECT_NE(text.out.find("  = ingress tcp 80/80 from 10.0.0.0/8 accept priority 1"),
+            std::string::npos)
       << text.out;
   EXPECT_NE(text.out.find("  . foreign: ingress tcp 22/22 from 10.1.0.0/16"), std::string::npos)
       << text.out;
@@ -243,15 +251,18 @@ TEST_F(SecgroupTest, InitialSyncCreatesExactlyTheDesiredRules) {
   EXPECT_EQ(Metric(D(), "trellis_secgroup_last_sync_success"), 1);
   EXPECT_GT(Metric(D(), "trellis_secgroup_last_sync_timestamp_seconds"), 1.7e9);
   EXPECT_EQ(Metric(D(), "trellis_secgroup_leader"), 1);
-  EXPECT_EQ(Metric(D(), "trellis_secgroup_drift_rules{security_group=\"sg-test\",kind=\"missing\"}"), 0);
+  EXPECT_EQ(
+      Metric(D(), "trellis_secgroup_drift_rules{security_group=\"sg-test\",kind=\"missing\"}"), 0);
 
   // The module's status names its role; no secret anywhere we print.
   Json mod = Module(D());
-  EXPECT_EQ(mod["message"].get<std::string>().rfind("leader: last sync in_sync", 0), 0u) << mod.dump();
+  EXPECT_EQ(mod["message"].get<std::string>().rfind("leader: last sync in_sync", 0), 0u)
+      << mod.dump();
   Json status = Json::parse(mod.value("status_json", "{}"), nullptr, false);
   EXPECT_EQ(status["role"], "leader") << mod.dump();
   EXPECT_EQ(status["signing_with"], "environment (ACCESS_KEY_ID)");
-  for (const std::string& out : {diff.out, text.out, sync.out, mod.dump(), Metrics(D()), D().Log()}) {
+  for (const std::string& out :
+       {diff.out, text.out, sync.out, mod.dump(), Metrics(D()), D().Log()}) {
     EXPECT_EQ(out.find(kEcsAccessKeySecret), std::string::npos);
   }
 }
@@ -267,13 +278,18 @@ TEST_F(SecgroupTest, OutOfBandChangesAreRepairedAndForeignRulesSurviveEverySync)
     if (r["PortRange"] == "8081/8081") victim = r["SecurityGroupRuleId"];
   }
   ASSERT_FALSE(victim.empty());
-  ASSERT_TRUE(emu_->Admin("DELETE", std::string("/security_groups/") + kSg + "/rules/" + victim).ok());
-  ASSERT_TRUE(emu_->AddRule(kSg, {{"Direction", "ingress"}, {"IpProtocol", "tcp"},
-                                  {"PortRange", "8081/8081"}, {"SourceCidrIp", "192.168.0.0/16"},
+  ASSERT_TRUE(
+      emu_->Admin("DELETE", std::string("/security_groups/") + kSg + "/rules/" + victim).ok());
+  ASSERT_TRUE(emu_->AddRule(kSg, {{"Direction", "ingress"},
+                                  {"IpProtocol", "tcp"},
+                                  {"PortRange", "8081/8081"},
+                                  {"SourceCidrIp", "192.168.0.0/16"},
                                   {"Description", "partner"}})
                   .ok());
-  ASSERT_TRUE(WaitFor([&] { return Cloud().size() == 4; }, 15s)) << ::testing::PrintToString(Cloud());
-  EXPECT_TRUE(Cloud().contains("ingress TCP 8081/8081 10.0.0.0/8 Accept 1 | trellis/default svc8081"));
+  ASSERT_TRUE(WaitFor([&] { return Cloud().size() == 4; }, 15s))
+      << ::testing::PrintToString(Cloud());
+  EXPECT_TRUE(
+      Cloud().contains("ingress TCP 8081/8081 10.0.0.0/8 Accept 1 | trellis/default svc8081"));
   EXPECT_GE(Metric(D(), "trellis_secgroup_drift_detected_total{security_group=\"sg-test\"}"), 1);
   // Several more syncs: the partner's rule stays.
   double before = Syncs(D(), "in_sync");
@@ -283,28 +299,37 @@ TEST_F(SecgroupTest, OutOfBandChangesAreRepairedAndForeignRulesSurviveEverySync)
 }
 
 TEST_F(SecgroupTest, RemovingARuleFromTheConfigRevokesOnlyOurs) {
-  Json foreign = Json::array({{{"Direction", "ingress"}, {"IpProtocol", "tcp"},
-                               {"PortRange", "8082/8082"}, {"SourceCidrIp", "10.99.0.0/16"},
+  Json foreign = Json::array({{{"Direction", "ingress"},
+                               {"IpProtocol", "tcp"},
+                               {"PortRange", "8082/8082"},
+                               {"SourceCidrIp", "10.99.0.0/16"},
                                {"Description", "not ours"}},
-                              {{"Direction", "ingress"}, {"IpProtocol", "tcp"},
-                               {"PortRange", "9000/9000"}, {"SourceCidrIp", "10.0.0.0/8"},
+                              {{"Direction", "ingress"},
+                               {"IpProtocol", "tcp"},
+                               {"PortRange", "9000/9000"},
+                               {"SourceCidrIp", "10.0.0.0/8"},
                                {"Description", "trellis/other-cluster svc9000"}}});
   ASSERT_NO_FATAL_FAILURE(StartNodes(
       {NodeConfig("      leader: true\n", PortRules({8080, 8081, 8082, 8083}))}, {}, foreign));
   ASSERT_TRUE(WaitFor([&] { return Cloud().size() == 6; }, 20s));
   Rewrite(D(), NodeConfig("      leader: true\n", PortRules({8080, 8081, 8083})));
-  ASSERT_TRUE(WaitFor([&] { return Cloud().size() == 5; }, 15s)) << ::testing::PrintToString(Cloud());
+  ASSERT_TRUE(WaitFor([&] { return Cloud().size() == 5; }, 15s))
+      << ::testing::PrintToString(Cloud());
   std::set<std::string> cloud = Cloud();
-  EXPECT_FALSE(cloud.contains("ingress TCP 8082/8082 10.0.0.0/8 Accept 1 | trellis/default svc8082"));
+  EXPECT_FALSE(
+      cloud.contains("ingress TCP 8082/8082 10.0.0.0/8 Accept 1 | trellis/default svc8082"));
   EXPECT_TRUE(cloud.contains("ingress TCP 8082/8082 10.99.0.0/16 Accept 1 | not ours"));
-  EXPECT_TRUE(cloud.contains("ingress TCP 9000/9000 10.0.0.0/8 Accept 1 | trellis/other-cluster svc9000"));
+  EXPECT_TRUE(
+      cloud.contains("ingress TCP 9000/9000 10.0.0.0/8 Accept 1 | trellis/other-cluster svc9000"));
   EXPECT_EQ(Calls("RevokeSecurityGroup"), 1);
   EXPECT_EQ(Metric(D(), "trellis_secgroup_rules_removed_total{security_group=\"sg-test\"}"), 1);
 }
 
 TEST_F(SecgroupTest, DryRunChangesNothing) {
-  Json foreign = Json::array({{{"Direction", "ingress"}, {"IpProtocol", "tcp"},
-                               {"PortRange", "1/1"}, {"SourceCidrIp", "10.0.0.0/8"},
+  Json foreign = Json::array({{{"Direction", "ingress"},
+                               {"IpProtocol", "tcp"},
+                               {"PortRange", "1/1"},
+                               {"SourceCidrIp", "10.0.0.0/8"},
                                {"Description", "trellis/default left over"}}});
   ASSERT_NO_FATAL_FAILURE(StartNodes(
       {NodeConfig("      leader: true\n      dry_run: true\n      max_revoke_fraction: 1\n",
@@ -320,11 +345,15 @@ TEST_F(SecgroupTest, DryRunChangesNothing) {
   EXPECT_EQ(j["security_groups"][0]["to_remove"][0]["description"], "trellis/default left over");
   EXPECT_EQ(Mutations(), 0);
   EXPECT_EQ(Cloud().size(), 1u);
-  EXPECT_EQ(Metric(D(), "trellis_secgroup_drift_rules{security_group=\"sg-test\",kind=\"missing\"}"), 3);
-  EXPECT_EQ(Metric(D(), "trellis_secgroup_drift_rules{security_group=\"sg-test\",kind=\"unexpected\"}"), 1);
+  EXPECT_EQ(
+      Metric(D(), "trellis_secgroup_drift_rules{security_group=\"sg-test\",kind=\"missing\"}"), 3);
+  EXPECT_EQ(
+      Metric(D(), "trellis_secgroup_drift_rules{security_group=\"sg-test\",kind=\"unexpected\"}"),
+      1);
   // Off dry run, the same plan is carried out.
   Rewrite(D(), NodeConfig("      leader: true\n      max_revoke_fraction: 1\n", kThreeRules));
-  ASSERT_TRUE(WaitFor([&] { return Cloud() == kThreeInCloud; }, 15s)) << ::testing::PrintToString(Cloud());
+  ASSERT_TRUE(WaitFor([&] { return Cloud() == kThreeInCloud; }, 15s))
+      << ::testing::PrintToString(Cloud());
 }
 
 TEST_F(SecgroupTest, MassRevokeGuardTrips) {
@@ -347,38 +376,50 @@ TEST_F(SecgroupTest, MassRevokeGuardTrips) {
   EXPECT_EQ(Metric(D(), "trellis_secgroup_last_sync_success"), 0);
   EXPECT_EQ(Cloud(), four);
   // The operator means it.
-  Rewrite(D(), NodeConfig("      leader: true\n      max_revoke_fraction: 1.0\n", PortRules({8080, 443})));
-  ASSERT_TRUE(WaitFor([&] { return Cloud().size() == 2; }, 15s)) << ::testing::PrintToString(Cloud());
+  Rewrite(D(), NodeConfig("      leader: true\n      max_revoke_fraction: 1.0\n",
+                          PortRules({8080, 443})));
+  ASSERT_TRUE(WaitFor([&] { return Cloud().size() == 2; }, 15s))
+      << ::testing::PrintToString(Cloud());
   EXPECT_TRUE(Cloud().contains("ingress TCP 443/443 10.0.0.0/8 Accept 1 | trellis/default svc443"));
 }
 
 TEST_F(SecgroupTest, ThrottlingIsSurvived) {
-  ASSERT_NO_FATAL_FAILURE(StartNodes({NodeConfig("      leader: false\n", PortRules({1, 2, 3, 4, 5}))}));
+  ASSERT_NO_FATAL_FAILURE(
+      StartNodes({NodeConfig("      leader: false\n", PortRules({1, 2, 3, 4, 5}))}));
   // ECS's flow control lets one AuthorizeSecurityGroup a second through,
   // and the first two reads are throttled outright.
   ASSERT_TRUE(emu_->SetRateLimit("AuthorizeSecurityGroup", 1, 1));
   ASSERT_TRUE(emu_->AddFault({{"action", "DescribeSecurityGroupAttribute"},
-                              {"error", "Throttling.User"}, {"http_status", 400}, {"count", 2}})
+                              {"error", "Throttling.User"},
+                              {"http_status", 400},
+                              {"count", 2}})
                   .ok());
   Rewrite(D(), NodeConfig("      leader: true\n", PortRules({1, 2, 3, 4, 5})));
-  ASSERT_TRUE(WaitFor([&] { return Cloud().size() == 5; }, 60s)) << ::testing::PrintToString(Cloud());
+  ASSERT_TRUE(WaitFor([&] { return Cloud().size() == 5; }, 60s))
+      << ::testing::PrintToString(Cloud());
   ASSERT_TRUE(WaitFor([&] { return Metric(D(), "trellis_secgroup_last_sync_success") == 1; }, 20s));
   Json st = emu_->State();
-  EXPECT_GE(st["errors"]["AuthorizeSecurityGroup"].value("Throttling.User", 0), 1) << st["errors"].dump();
+  EXPECT_GE(st["errors"]["AuthorizeSecurityGroup"].value("Throttling.User", 0), 1)
+      << st["errors"].dump();
   EXPECT_EQ(st["errors"]["DescribeSecurityGroupAttribute"].value("Throttling.User", 0), 2);
-  EXPECT_GE(Metric(D(), "trellis_secgroup_openapi_errors_total{action=\"AuthorizeSecurityGroup\","
-                        "code=\"Throttling.User\"}"),
+  EXPECT_GE(Metric(D(),
+                   "trellis_secgroup_openapi_errors_total{action=\"AuthorizeSecurityGroup\","
+                   "code=\"Throttling.User\"}"),
             1);
-  EXPECT_EQ(Metric(D(), "trellis_secgroup_openapi_errors_total{action=\"DescribeSecurityGroupAttribute\","
-                        "code=\"Throttling.User\"}"),
-            2);
+  EXPECT_EQ(
+      Metric(D(),
+             "trellis_secgroup_openapi_errors_total{action=\"DescribeSecurityGroupAttribute\","
+             "code=\"Throttling.User\"}"),
+      2);
 }
 
 TEST_F(SecgroupTest, TwoNodesDoNotFightOneActiveOneStandby) {
   // One ConfigMap for both nodes; the node name decides.
   std::string cfg = NodeConfig("      leader_node: node-a\n      sync_interval: 1\n", kThreeRules);
-  ASSERT_NO_FATAL_FAILURE(StartNodes({cfg, cfg}, {{{"NODE_NAME", "node-a"}}, {{"NODE_NAME", "node-b"}}}));
-  ASSERT_TRUE(WaitFor([&] { return Cloud() == kThreeInCloud; }, 20s)) << ::testing::PrintToString(Cloud());
+  ASSERT_NO_FATAL_FAILURE(
+      StartNodes({cfg, cfg}, {{{"NODE_NAME", "node-a"}}, {{"NODE_NAME", "node-b"}}}));
+  ASSERT_TRUE(WaitFor([&] { return Cloud() == kThreeInCloud; }, 20s))
+      << ::testing::PrintToString(Cloud());
   // A few syncs of the leader later, the standby has not called ECS at all.
   double before = Syncs(D(0), "in_sync");
   ASSERT_TRUE(WaitFor([&] { return Syncs(D(0), "in_sync") >= before + 2; }, 15s));
@@ -408,7 +449,8 @@ TEST_F(SecgroupTest, TwoNodesDoNotFightOneActiveOneStandby) {
                                  std::string(kThreeRules) + PortRules({8443}));
   Rewrite(D(0), moved);
   Rewrite(D(1), moved);
-  ASSERT_TRUE(WaitFor([&] { return Cloud().size() == 4; }, 20s)) << ::testing::PrintToString(Cloud());
+  ASSERT_TRUE(WaitFor([&] { return Cloud().size() == 4; }, 20s))
+      << ::testing::PrintToString(Cloud());
   ASSERT_TRUE(WaitFor([&] { return Metric(D(1), "trellis_secgroup_leader") == 1; }, 10s));
   st = emu_->State();
   EXPECT_EQ(st["calls_by_instance"]["i-node1"].value("AuthorizeSecurityGroup", 0), leader_writes);
@@ -417,30 +459,39 @@ TEST_F(SecgroupTest, TwoNodesDoNotFightOneActiveOneStandby) {
 }
 
 TEST_F(SecgroupTest, WorldOpenRulesNeedConsentPerRule) {
-  std::string rules = R"(        - {direction: ingress, protocol: tcp, port_range: 443/443, source_cidr: 0.0.0.0/0}
+  std::string rules =
+      R"(        - {direction: ingress, protocol: tcp, port_range: 443/443, source_cidr: 0.0.0.0/0}
         - {direction: ingress, protocol: tcp, port_range: 80/80, source_cidr: 0.0.0.0/0, allow_world_open: true}
 )";
   ASSERT_NO_FATAL_FAILURE(StartNodes({NodeConfig("      leader: true\n", rules)}));
   ASSERT_TRUE(WaitFor([&] { return Syncs(D(), "applied") == 1; }, 20s)) << Metrics(D());
-  EXPECT_EQ(Cloud(), (std::set<std::string>{"ingress TCP 80/80 0.0.0.0/0 Accept 1 | trellis/default"}));
+  EXPECT_EQ(Cloud(),
+            (std::set<std::string>{"ingress TCP 80/80 0.0.0.0/0 Accept 1 | trellis/default"}));
   EXPECT_EQ(Metric(D(), "trellis_secgroup_refused_rules"), 1);
   std::string log = D().Log();
-  EXPECT_NE(log.find("opening sg-test to every address: ingress tcp 80/80 from 0.0.0.0/0"), std::string::npos)
-      << log;
-  EXPECT_NE(log.find("rules[0] (ingress tcp 443/443 from 0.0.0.0/0 accept priority 1) opens to every address"),
+  EXPECT_NE(log.find("opening sg-test to every address: ingress tcp 80/80 from 0.0.0.0/0"),
             std::string::npos)
+      << log;
+  EXPECT_NE(
+      log.find(
+          "rules[0] (ingress tcp 443/443 from 0.0.0.0/0 accept priority 1) opens to every address"),
+      std::string::npos)
       << log;
   Json diff = D().Ctl({"-o", "json", "secgroup", "diff"}).json();
   ASSERT_EQ(diff["refused"].size(), 1u) << diff.dump();
   EXPECT_EQ(diff["refused"][0]["index"], 0);
-  EXPECT_NE(diff["refused"][0]["reason"].get<std::string>().find("allow_world_open"), std::string::npos);
+  EXPECT_NE(diff["refused"][0]["reason"].get<std::string>().find("allow_world_open"),
+            std::string::npos);
 }
 
 TEST_F(SecgroupTest, DisablingTheModuleLeavesTheRulesUnlessAskedToRevoke) {
-  Json foreign = Json::array({{{"Direction", "ingress"}, {"IpProtocol", "tcp"},
-                               {"PortRange", "22/22"}, {"SourceCidrIp", "10.1.0.0/16"},
+  Json foreign = Json::array({{{"Direction", "ingress"},
+                               {"IpProtocol", "tcp"},
+                               {"PortRange", "22/22"},
+                               {"SourceCidrIp", "10.1.0.0/16"},
                                {"Description", "ops ssh"}}});
-  ASSERT_NO_FATAL_FAILURE(StartNodes({NodeConfig("      leader: true\n", kThreeRules)}, {}, foreign));
+  ASSERT_NO_FATAL_FAILURE(
+      StartNodes({NodeConfig("      leader: true\n", kThreeRules)}, {}, foreign));
   ASSERT_TRUE(WaitFor([&] { return Cloud().size() == 4; }, 20s));
   auto disabled = [](std::string yaml) {
     return yaml.replace(yaml.find("enabled: true"), 13, "enabled: false");
@@ -453,8 +504,10 @@ TEST_F(SecgroupTest, DisablingTheModuleLeavesTheRulesUnlessAskedToRevoke) {
   // Back on, asked to revoke on disable: ours go, the foreign one stays.
   Rewrite(D(), NodeConfig("      leader: true\n      revoke_on_disable: true\n", kThreeRules));
   ASSERT_TRUE(WaitFor([&] { return secgroup_state() == "running"; }, 10s));
-  Rewrite(D(), disabled(NodeConfig("      leader: true\n      revoke_on_disable: true\n", kThreeRules)));
-  ASSERT_TRUE(WaitFor([&] { return Cloud().size() == 1; }, 15s)) << ::testing::PrintToString(Cloud());
+  Rewrite(D(),
+          disabled(NodeConfig("      leader: true\n      revoke_on_disable: true\n", kThreeRules)));
+  ASSERT_TRUE(WaitFor([&] { return Cloud().size() == 1; }, 15s))
+      << ::testing::PrintToString(Cloud());
   EXPECT_TRUE(Cloud().contains("ingress TCP 22/22 10.1.0.0/16 Accept 1 | ops ssh"));
   EXPECT_EQ(Mutations(), 6);  // three added, three revoked, nothing else
 }
@@ -498,10 +551,10 @@ TEST_F(SecgroupTest, TheSharedClientAndTheEmulatorAgreeOnSecurityGroupRules) {
     o.endpoint = al::Endpoint::Parse("http://127.0.0.1:18080", "ecs_endpoint",
                                      al::Endpoint::PlainHttp::kLoopbackOnly);
     o.region = kEcsRegion;
-    std::shared_ptr<al::CredentialProvider> creds = al::MakeStaticCredentials(
-        {kEcsAccessKeyId, kEcsAccessKeySecret, "", std::nullopt}, "test");
-    al::EcsClient ecs(std::make_shared<al::RpcClient>(
-        o, std::make_shared<al::HttplibTransport>(), creds, &clock));
+    std::shared_ptr<al::CredentialProvider> creds =
+        al::MakeStaticCredentials({kEcsAccessKeyId, kEcsAccessKeySecret, "", std::nullopt}, "test");
+    al::EcsClient ecs(std::make_shared<al::RpcClient>(o, std::make_shared<al::HttplibTransport>(),
+                                                      creds, &clock));
     try {
       al::SecurityGroupRule v6;
       v6.direction = "ingress";
@@ -519,11 +572,13 @@ TEST_F(SecgroupTest, TheSharedClientAndTheEmulatorAgreeOnSecurityGroupRules) {
       egress.policy = "drop";
       ecs.AuthorizeSecurityGroupRule(kSg, egress, "");
       auto rules = ecs.DescribeSecurityGroupRules(kSg, "");
-      if (rules.size() != 2) throw std::runtime_error("expected 2 rules, got " + std::to_string(rules.size()));
+      if (rules.size() != 2)
+        throw std::runtime_error("expected 2 rules, got " + std::to_string(rules.size()));
       for (const auto& r : rules) {
         bool in = r.direction == "ingress";
         if (r.rule_id.rfind("sgr-", 0) != 0 || r.create_time.empty() ||
-            r.ip_protocol != (in ? "tcp" : "udp") || r.cidr != (in ? "fd00:10::/64" : "10.0.0.53/32") ||
+            r.ip_protocol != (in ? "tcp" : "udp") ||
+            r.cidr != (in ? "fd00:10::/64" : "10.0.0.53/32") ||
             r.policy != (in ? "accept" : "drop") || r.priority != 7 ||
             r.description != "trellis/default v6") {
           throw std::runtime_error("rule read back differs: " + r.direction + " " + r.ip_protocol +
@@ -551,7 +606,9 @@ TEST_F(SecgroupTest, TheSharedClientAndTheEmulatorAgreeOnSecurityGroupRules) {
   EXPECT_EQ(failure, "");
   Json st = emu_->State();
   EXPECT_EQ(st["errors"]["RevokeSecurityGroup"].value("InvalidParam.SecurityGroupRuleId", 0), 1);
-  EXPECT_EQ(st["errors"]["RevokeSecurityGroupEgress"].value("InvalidSecurityGroupRule.RuleNotExist", 0), 1);
+  EXPECT_EQ(
+      st["errors"]["RevokeSecurityGroupEgress"].value("InvalidSecurityGroupRule.RuleNotExist", 0),
+      1);
 }
 
 }  // namespace

@@ -53,9 +53,9 @@ Endpoint EcsEndpointOf(const CloudAccess& a, const std::string& region) {
 }
 
 Endpoint MetadataEndpointOf(const CloudAccess& a) {
-  return Endpoint::Parse(a.metadata_endpoint.empty() ? kDefaultMetadataEndpoint
-                                                     : a.metadata_endpoint,
-                         "metadata_endpoint", Endpoint::PlainHttp::kLoopbackOrMetadata);
+  return Endpoint::Parse(
+      a.metadata_endpoint.empty() ? kDefaultMetadataEndpoint : a.metadata_endpoint,
+      "metadata_endpoint", Endpoint::PlainHttp::kLoopbackOrMetadata);
 }
 
 }  // namespace
@@ -104,9 +104,9 @@ RateLimit ParseRateLimit(const Json& v, const std::string& key) {
 
 const std::set<std::string>& CloudAccess::Keys() {
   static const std::set<std::string> keys = {
-      "region",     "ecs_endpoint", "metadata_endpoint", "ca_file",          "credential_path",
-      "access_key", "secret_key",   "ram_role",          "api_timeout",      "api_call_timeout",
-      "rate_limit", "max_concurrent"};
+      "region",          "ecs_endpoint",     "metadata_endpoint", "ca_file",
+      "credential_path", "access_key",       "secret_key",        "ram_role",
+      "api_timeout",     "api_call_timeout", "rate_limit",        "max_concurrent"};
   return keys;
 }
 

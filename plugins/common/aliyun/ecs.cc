@@ -59,8 +59,8 @@ Params RuleParams(const std::string& sg, const SecurityGroupRule& r) {
               {"NicType", r.nic_type.empty() ? "intranet" : r.nic_type}};
   const bool v6 = r.cidr.find(':') != std::string::npos;
   const bool egress = r.direction == "egress";
-  p[v6 ? (egress ? "Ipv6DestCidrIp" : "Ipv6SourceCidrIp") : (egress ? "DestCidrIp" : "SourceCidrIp")] =
-      r.cidr;
+  p[v6 ? (egress ? "Ipv6DestCidrIp" : "Ipv6SourceCidrIp")
+       : (egress ? "DestCidrIp" : "SourceCidrIp")] = r.cidr;
   if (!r.description.empty()) p["Description"] = r.description;
   return p;
 }

@@ -77,8 +77,8 @@ struct SecurityGroupRule {
   // The peer: SourceCidrIp (ingress) / DestCidrIp (egress); an IPv6 CIDR
   // travels as Ipv6SourceCidrIp / Ipv6DestCidrIp.
   std::string cidr;
-  std::string policy = "accept";      // accept | drop (lower case)
-  int priority = 1;                   // 1 (highest) .. 100
+  std::string policy = "accept";  // accept | drop (lower case)
+  int priority = 1;               // 1 (highest) .. 100
   std::string description;
   std::string nic_type = "intranet";
   std::string rule_id;  // SecurityGroupRuleId when ECS reports one

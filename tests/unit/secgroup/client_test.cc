@@ -87,8 +87,7 @@ struct Rig {
     transport = std::make_shared<ScriptedTransport>();
     std::shared_ptr<CredentialProvider> creds =
         MakeStaticCredentials({"LTAI-test", "secret-value", "", std::nullopt}, "test");
-    ecs = std::make_unique<EcsClient>(
-        std::make_shared<RpcClient>(o, transport, creds, &clock));
+    ecs = std::make_unique<EcsClient>(std::make_shared<RpcClient>(o, transport, creds, &clock));
   }
   RealClock clock;
   std::shared_ptr<ScriptedTransport> transport;
@@ -177,12 +176,14 @@ TEST(SecgroupEcsClient, DescribeReadsEcsNestingAndFollowsNextToken) {
 
 TEST(SecgroupEcsClient, ARevokedRuleThatIsGoneIsRecognised) {
   Rig rig;
-  rig.transport->Answer(400, {{"RequestId", "r"}, {"Code", "InvalidParam.SecurityGroupRuleId"},
+  rig.transport->Answer(400, {{"RequestId", "r"},
+                              {"Code", "InvalidParam.SecurityGroupRuleId"},
                               {"Message", "The specified SecurityGroupRuleId does not exist."}});
-  rig.transport->Answer(400, {{"RequestId", "r"}, {"Code", "InvalidSecurityGroupRule.RuleNotExist"},
-                              {"Message", "gone"}});
-  rig.transport->Answer(400, {{"RequestId", "r"}, {"Code", "InvalidPriority.Malformed"},
-                              {"Message", "bad"}});
+  rig.transport->Answer(
+      400,
+      {{"RequestId", "r"}, {"Code", "InvalidSecurityGroupRule.RuleNotExist"}, {"Message", "gone"}});
+  rig.transport->Answer(
+      400, {{"RequestId", "r"}, {"Code", "InvalidPriority.Malformed"}, {"Message", "bad"}});
   SecurityGroupRule r;
   r.rule_id = "sgr-gone";
   for (int i = 0; i < 3; ++i) {
@@ -227,7 +228,8 @@ TEST(SecgroupCloudAccess, ParsesTheSharedKeys) {
   } catch (const std::invalid_argument& e) {
     EXPECT_NE(std::string(e.what()).find("ecs_endpoint"), std::string::npos);
   }
-  EXPECT_THROW(CloudAccess::Parse({{"rate_limit", {{"x", "fast"}}}}, &warnings), std::invalid_argument);
+  EXPECT_THROW(CloudAccess::Parse({{"rate_limit", {{"x", "fast"}}}}, &warnings),
+               std::invalid_argument);
   EXPECT_THROW(CloudAccess::Parse({{"max_concurrent", 0}}, &warnings), std::invalid_argument);
   EXPECT_EQ(ParseDuration(Json("500ms"), "f"), Millis(500));
   EXPECT_EQ(ParseDuration(Json("5m"), "f"), Millis(300000));

@@ -43,10 +43,10 @@ TEST(SecgroupConfig, ParsesTerwaysRulesAndNormalisesThem) {
   ASSERT_EQ(c.rules.size(), 3u);
   const Rule& web = c.rules[0];
   EXPECT_EQ(web.direction, "ingress");
-  EXPECT_EQ(web.protocol, "tcp");         // lower case, as ECS compares
-  EXPECT_EQ(web.cidr, "10.0.0.0/8");      // host bits cleared
-  EXPECT_EQ(web.policy, "accept");        // default
-  EXPECT_EQ(web.priority, 1);             // default
+  EXPECT_EQ(web.protocol, "tcp");     // lower case, as ECS compares
+  EXPECT_EQ(web.cidr, "10.0.0.0/8");  // host bits cleared
+  EXPECT_EQ(web.policy, "accept");    // default
+  EXPECT_EQ(web.priority, 1);         // default
   EXPECT_EQ(web.description, "web");
   EXPECT_EQ(web.index, 0);
   EXPECT_EQ(web.Summary(), "ingress tcp 80/80 from 10.0.0.0/8 accept priority 1");
@@ -113,44 +113,59 @@ TEST(SecgroupConfig, RefusalsNameTheKey) {
     return msg.rfind(prefix, 0) == 0;
   };
   EXPECT_TRUE(starts(with("/frobnicate", 1), "frobnicate: unknown key")) << with("/frobnicate", 1);
-  EXPECT_TRUE(starts(with("/enable", true), "enable: the module switch is modules.secgroup.enabled"));
-  EXPECT_TRUE(starts(with("/rules/0/direction", "inbound"), "rules[0].direction: expected ingress or egress"));
+  EXPECT_TRUE(
+      starts(with("/enable", true), "enable: the module switch is modules.secgroup.enabled"));
+  EXPECT_TRUE(starts(with("/rules/0/direction", "inbound"),
+                     "rules[0].direction: expected ingress or egress"));
   EXPECT_TRUE(starts(with("/rules/0/protocol", "sctp"), "rules[0].protocol: expected tcp"));
   EXPECT_TRUE(starts(with("/rules/0/port_range", "80"), "rules[0].port_range: expected FROM/TO"));
-  EXPECT_TRUE(starts(with("/rules/0/port_range", "90/80"), "rules[0].port_range: tcp takes ports 1 to 65535"));
+  EXPECT_TRUE(starts(with("/rules/0/port_range", "90/80"),
+                     "rules[0].port_range: tcp takes ports 1 to 65535"));
   EXPECT_TRUE(starts(with("/rules/0/port_range", "-1/-1"), "rules[0].port_range: tcp takes ports"));
   EXPECT_TRUE(starts(with("/rules/2/port_range", "1/2"), "rules[2].port_range: icmp has no ports"));
-  EXPECT_TRUE(starts(with("/rules/0/source_cidr", "10.0.0.0/33"), "rules[0].source_cidr: expected an IPv4 or IPv6 CIDR"));
-  EXPECT_TRUE(starts(with("/rules/0/dest_cidr", "10.0.0.0/8"), "rules[0].dest_cidr: not taken on an ingress rule"));
-  EXPECT_TRUE(starts(with("/rules/1/source_cidr", "10.0.0.0/8"), "rules[1].source_cidr: not taken on an egress rule"));
+  EXPECT_TRUE(starts(with("/rules/0/source_cidr", "10.0.0.0/33"),
+                     "rules[0].source_cidr: expected an IPv4 or IPv6 CIDR"));
+  EXPECT_TRUE(starts(with("/rules/0/dest_cidr", "10.0.0.0/8"),
+                     "rules[0].dest_cidr: not taken on an ingress rule"));
+  EXPECT_TRUE(starts(with("/rules/1/source_cidr", "10.0.0.0/8"),
+                     "rules[1].source_cidr: not taken on an egress rule"));
   EXPECT_TRUE(starts(with("/rules/0/policy", "allow"), "rules[0].policy: expected accept or drop"));
-  EXPECT_TRUE(starts(with("/rules/0/priority", 101), "rules[0].priority: must be between 1 and 100"));
-  EXPECT_TRUE(starts(with("/rules/0/allow_world_open", "yes"), "rules[0].allow_world_open: expected true or false"));
+  EXPECT_TRUE(
+      starts(with("/rules/0/priority", 101), "rules[0].priority: must be between 1 and 100"));
+  EXPECT_TRUE(starts(with("/rules/0/allow_world_open", "yes"),
+                     "rules[0].allow_world_open: expected true or false"));
   EXPECT_TRUE(starts(with("/rules/0/bogus", 1), "rules[0].bogus: unknown key"));
   EXPECT_TRUE(starts(with("/rules/2/source_cidr", "fd00::/8"), "rules[2].protocol: icmp is IPv4"));
-  EXPECT_TRUE(starts(with("/rules/0/description", std::string(600, 'x')), "rules[0].description: too long"));
-  EXPECT_TRUE(starts(with("/security_groups", Json::array({"default"})), "security_groups[0]: expected a security group id"));
+  EXPECT_TRUE(starts(with("/rules/0/description", std::string(600, 'x')),
+                     "rules[0].description: too long"));
+  EXPECT_TRUE(starts(with("/security_groups", Json::array({"default"})),
+                     "security_groups[0]: expected a security group id"));
   EXPECT_TRUE(starts(with("/security_groups", Json::array()), "security_groups: required"));
   EXPECT_TRUE(starts(with("/sync_interval", "soon"), "sync_interval: expected a duration"));
   EXPECT_TRUE(starts(with("/sync_interval", "500ms"), "sync_interval: must be at least 1s"));
-  EXPECT_TRUE(starts(with("/max_revoke_fraction", 1.5), "max_revoke_fraction: expected a number from 0"));
+  EXPECT_TRUE(
+      starts(with("/max_revoke_fraction", 1.5), "max_revoke_fraction: expected a number from 0"));
   EXPECT_TRUE(starts(with("/leader", "yes"), "leader: expected true or false"));
   EXPECT_TRUE(starts(with("/cluster_id", "a b"), "cluster_id: expected 1 to 64"));
   EXPECT_TRUE(starts(with("/ecs_endpoint", "http://ecs.example.com"), "ecs_endpoint"));
-  EXPECT_TRUE(starts(with("/access_key", "LTAI-x"), "secret_key: access_key and secret_key must be given together"));
+  EXPECT_TRUE(starts(with("/access_key", "LTAI-x"),
+                     "secret_key: access_key and secret_key must be given together"));
   Json both = Base();
   both["leader"] = true;
   both["leader_node"] = "n1";
   EXPECT_TRUE(starts(Refusal(both), "leader_node: give either leader"));
   // A rule twice (after normalisation) is a mistake worth naming.
   Json dup = Base();
-  dup["rules"].push_back({{"protocol", "tcp"}, {"port_range", "80/80"}, {"source_cidr", "10.9.9.9/8"}});
-  EXPECT_EQ(Refusal(dup),
-            "rules[3]: the same rule as rules[0] (ingress tcp 80/80 from 10.0.0.0/8 accept priority 1)");
+  dup["rules"].push_back(
+      {{"protocol", "tcp"}, {"port_range", "80/80"}, {"source_cidr", "10.9.9.9/8"}});
+  EXPECT_EQ(
+      Refusal(dup),
+      "rules[3]: the same rule as rules[0] (ingress tcp 80/80 from 10.0.0.0/8 accept priority 1)");
   Json many = Base();
   many["rules"] = Json::array();
   for (int p = 1; p <= 201; ++p) {
-    many["rules"].push_back({{"protocol", "tcp"}, {"port_range", std::to_string(p) + "/" + std::to_string(p)},
+    many["rules"].push_back({{"protocol", "tcp"},
+                             {"port_range", std::to_string(p) + "/" + std::to_string(p)},
                              {"source_cidr", "10.0.0.0/8"}});
   }
   EXPECT_TRUE(starts(Refusal(many), "rules: ECS keeps at most 200 rules"));

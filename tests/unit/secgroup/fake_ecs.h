@@ -110,8 +110,7 @@ class FakeEcs : public aliyun::EcsApi {
       v.erase(it);
       return;
     }
-    v.erase(std::remove_if(v.begin(), v.end(), [&](const auto& x) { return Same(x, r); }),
-            v.end());
+    v.erase(std::remove_if(v.begin(), v.end(), [&](const auto& x) { return Same(x, r); }), v.end());
   }
 
   // Not used by the secgroup module.

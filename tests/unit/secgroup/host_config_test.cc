@@ -29,10 +29,11 @@ TEST(SecgroupHostConfig, TerwayConfigMapGivesTheEniModulesGroupAndCloudAccess) {
   EXPECT_EQ(sg["access_key"], "LTAI-k");
   EXPECT_EQ(sg["secret_key"], "s3cret");
   EXPECT_EQ(sg["sync_interval"], 300);
-  EXPECT_FALSE(sg.contains("enable"));  // the module switch
+  EXPECT_FALSE(sg.contains("enable"));     // the module switch
   EXPECT_FALSE(sg.contains("vswitches"));  // only what the sync needs
   // Printed configs never show the secret.
-  EXPECT_EQ(Redact(NodeConfigToJson(*cfg))["modules"]["secgroup"]["config"]["secret_key"], "<redacted>");
+  EXPECT_EQ(Redact(NodeConfigToJson(*cfg))["modules"]["secgroup"]["config"]["secret_key"],
+            "<redacted>");
 }
 
 TEST(SecgroupHostConfig, OwnSettingsWin) {
@@ -45,7 +46,8 @@ modules:
   secgroup:
     enabled: true
     config: {security_group: sg-own, region: cn-b, ram_role: sync-role}
-)", "test");
+)",
+                             "test");
   ASSERT_TRUE(cfg.ok()) << cfg.status();
   const Json& sg = cfg->modules.at("secgroup").config;
   EXPECT_EQ(sg["security_group"], "sg-own");

@@ -52,16 +52,17 @@ class SecgroupPlugin : public ::testing::Test {
   }
   // Nothing listens on port 1 of loopback: every call is refused at once.
   static Json Unreachable() {
-    return {{"security_groups", {"sg-x"}},
-            {"region", "cn-hangzhou"},
-            {"ecs_endpoint", "http://127.0.0.1:1"},
-            {"metadata_endpoint", "http://127.0.0.1:1"},
-            {"access_key", "LTAI-plugin-test"},
-            {"secret_key", "plugin-test-secret"},
-            {"api_timeout", "200ms"},
-            {"api_call_timeout", "1s"},
-            {"sync_interval", "1h"},
-            {"rules", {{{"protocol", "tcp"}, {"port_range", "80/80"}, {"source_cidr", "10.0.0.0/8"}}}}};
+    return {
+        {"security_groups", {"sg-x"}},
+        {"region", "cn-hangzhou"},
+        {"ecs_endpoint", "http://127.0.0.1:1"},
+        {"metadata_endpoint", "http://127.0.0.1:1"},
+        {"access_key", "LTAI-plugin-test"},
+        {"secret_key", "plugin-test-secret"},
+        {"api_timeout", "200ms"},
+        {"api_call_timeout", "1s"},
+        {"sync_interval", "1h"},
+        {"rules", {{{"protocol", "tcp"}, {"port_range", "80/80"}, {"source_cidr", "10.0.0.0/8"}}}}};
   }
 
   test::TempDir tmp_;
@@ -120,22 +121,26 @@ TEST_F(SecgroupPlugin, AnUnreachableCloudFailsTheSyncWithAReport) {
   EXPECT_EQ((*diff)["result"], "failed") << diff->dump();
   const Json& group = (*diff)["security_groups"][0];
   EXPECT_EQ(group["id"], "sg-x");
-  EXPECT_NE(group["error"].get<std::string>().find("DescribeSecurityGroupAttribute"), std::string::npos);
+  EXPECT_NE(group["error"].get<std::string>().find("DescribeSecurityGroupAttribute"),
+            std::string::npos);
   EXPECT_EQ(diff->dump().find("plugin-test-secret"), std::string::npos);
   EXPECT_NE((*diff)["text"].get<std::string>().find("sg-x: could not be read"), std::string::npos);
   auto sync = m->SecgroupReconcile(false);
   ASSERT_TRUE(sync.ok()) << sync.status();
   EXPECT_EQ((*sync)["result"], "failed");
   std::string rendered = metrics_.Render();
-  EXPECT_EQ(rendered.find("trellis_secgroup_syncs_total{result=\"failed\"} 0\n"), std::string::npos);
+  EXPECT_EQ(rendered.find("trellis_secgroup_syncs_total{result=\"failed\"} 0\n"),
+            std::string::npos);
   EXPECT_NE(rendered.find("trellis_secgroup_syncs_total{result=\"failed\"}"), std::string::npos);
-  EXPECT_NE(rendered.find("trellis_secgroup_openapi_errors_total{action=\"DescribeSecurityGroupAttribute\""),
+  EXPECT_NE(rendered.find(
+                "trellis_secgroup_openapi_errors_total{action=\"DescribeSecurityGroupAttribute\""),
             std::string::npos)
       << rendered;
   EXPECT_EQ(rendered.find("plugin-test-secret"), std::string::npos);
   auto st = m->QueryStatus();
   EXPECT_EQ((*st)["degraded"], true);
-  EXPECT_EQ((*st)["message"].get<std::string>().rfind("leader: last sync failed", 0), 0u) << st->dump();
+  EXPECT_EQ((*st)["message"].get<std::string>().rfind("leader: last sync failed", 0), 0u)
+      << st->dump();
   // destroy() cancels the loop's back-off and joins it.
   m.reset();
   EXPECT_EQ(metrics_.Render().find("trellis_secgroup_"), std::string::npos);

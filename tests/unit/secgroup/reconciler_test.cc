@@ -50,7 +50,9 @@ struct Rig {
   explicit Rig(SecgroupConfig c, std::vector<std::string> groups = {"sg-a"})
       : cfg(std::move(c)), ecs(groups) {}
   SyncReport Sync(bool dry_run = false) {
-    Reconciler rec(&ecs, cfg, [this](int level, const std::string& m) { logs.push_back({level, m}); });
+    Reconciler rec(&ecs, cfg, [this](int level, const std::string& m) {
+      logs.push_back({level, m});
+    });
     SyncReport rep = rec.Plan();
     rep.leader = true;
     rep.dry_run = dry_run;
@@ -75,8 +77,9 @@ TEST(SecgroupReconciler, FirstSyncAddsExactlyTheDesiredRulesThenIsInSync) {
   EXPECT_EQ(rep.result, "applied");
   EXPECT_EQ(rep.Added(), 3);
   EXPECT_EQ(rep.Removed(), 0);
-  EXPECT_EQ(rig.Descriptions(), (std::set<std::string>{"trellis/default svc0", "trellis/default svc1",
-                                                       "trellis/default svc2"}));
+  EXPECT_EQ(rig.Descriptions(),
+            (std::set<std::string>{"trellis/default svc0", "trellis/default svc1",
+                                   "trellis/default svc2"}));
   for (const auto& r : rig.ecs.Rules("sg-a")) {
     EXPECT_EQ(r.ip_protocol, "tcp");
     EXPECT_EQ(r.cidr, "10.0.0.0/8");
@@ -123,8 +126,9 @@ TEST(SecgroupReconciler, RemovingARuleFromTheConfigRevokesOnlyThatOne) {
   EXPECT_EQ(rep.Removed(), 1);
   ASSERT_EQ(rep.groups[0].to_remove.size(), 1u);
   EXPECT_EQ(rep.groups[0].to_remove[0].rule.description, "svc2");
-  EXPECT_EQ(rig.Descriptions(), (std::set<std::string>{"trellis/default svc0", "trellis/default svc1",
-                                                       "trellis/default svc3"}));
+  EXPECT_EQ(rig.Descriptions(),
+            (std::set<std::string>{"trellis/default svc0", "trellis/default svc1",
+                                   "trellis/default svc3"}));
 }
 
 TEST(SecgroupReconciler, ChangedRulesAreAddedBeforeTheOldOnesGo) {
