@@ -412,13 +412,14 @@ class Secgroup {
                           std::chrono::steady_clock::now() - start)
                           .count();
     rep.Finish();
-    bool stopping;
+    bool superseded;
     {
       std::lock_guard lock(mu_);
-      stopping = stopping_;
+      superseded = stopping_ || (rep.stopped && cfg_ != cfg);
     }
-    // A sync cut short by shutdown says nothing about the cloud.
-    if (record && !stopping) Record(rep);
+    // A sync cut short by shutdown, or by a new config (whose sync follows at
+    // once), says nothing about the cloud.
+    if (record && !superseded) Record(rep);
     return rep;
   }
 
