@@ -2,6 +2,7 @@
 
 #include <yaml-cpp/yaml.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstdint>
 #include <cstdlib>
@@ -114,6 +115,52 @@ StatusOr<ModuleConfig> ParseModule(const std::string& name, const Json& j) {
   return m;
 }
 
+// The secgroup module keeps the security groups the eni module puts its ENIs
+// in, and calls ECS with the eni module's cloud access, unless its own config
+// says otherwise: Terway's ConfigMap names the group and the account once, in
+// eni_conf, and security_conf.security_group_sync only lists rules. Modules
+// are found by plugin; an enabled eni module wins over a disabled one.
+void InheritEniCloudSettings(NodeConfig* cfg) {
+  const ModuleConfig* eni = nullptr;
+  for (const auto& [name, m] : cfg->modules) {
+    if (m.plugin == "eni" && (eni == nullptr || (m.enabled && !eni->enabled))) eni = &m;
+  }
+  if (eni == nullptr || !eni->config.is_object()) return;
+  const Json& from = eni->config;
+  for (auto& [name, m] : cfg->modules) {
+    if (m.plugin != "secgroup") continue;
+    if (!m.config.is_object()) m.config = Json::object();
+    Json& to = m.config;
+    if (!to.contains("security_group") && !to.contains("security_groups")) {
+      Json groups = Json::array();
+      auto add = [&](const Json& v) {
+        if (v.is_string() && !v.get<std::string>().empty() &&
+            std::find(groups.begin(), groups.end(), v) == groups.end()) {
+          groups.push_back(v);
+        }
+      };
+      if (from.contains("security_group")) add(from["security_group"]);
+      if (from.contains("security_groups") && from["security_groups"].is_array()) {
+        for (const auto& v : from["security_groups"]) add(v);
+      }
+      if (!groups.empty()) to["security_groups"] = groups;
+    }
+    for (const char* k : {"region", "ecs_endpoint", "metadata_endpoint", "ca_file"}) {
+      if (!to.contains(k) && from.contains(k)) to[k] = from[k];
+    }
+    // Credential sources go together: a secgroup config naming any of its
+    // own takes none of the eni module's.
+    static const char* const kCredentialKeys[] = {"access_key", "secret_key", "credential_path",
+                                                  "ram_role"};
+    bool own = false;
+    for (const char* k : kCredentialKeys) own |= to.contains(k);
+    if (own) continue;
+    for (const char* k : kCredentialKeys) {
+      if (from.contains(k)) to[k] = from[k];
+    }
+  }
+}
+
 bool IsTerwayKey(const std::string& k) {
   return k == "eni_conf" || k == "qos_conf" || k == "security_conf" || k == "network_policy" ||
          k == "cni_conf";
@@ -196,6 +243,7 @@ StatusOr<NodeConfig> NodeConfigFromJson(const Json& doc, std::string_view origin
       return KeyError(k, "unknown key (known: modules, log_level, log_file, datapath)");
     }
   }
+  InheritEniCloudSettings(&cfg);
   return cfg;
 }
 

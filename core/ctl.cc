@@ -288,6 +288,23 @@ class Ctl {
     return kCtlOk;
   }
 
+  // secgroup diff | sync: the module's report; as text, the form the module
+  // wrote for people. A sync that was refused or failed answers 1.
+  int Secgroup(const std::string& op) {
+    Json r;
+    int rc = Call("secgroup", op, Json::object(), &r);
+    if (rc != kCtlOk) return rc;
+    if (!json() && r.contains("text") && r["text"].is_string()) {
+      out_ << r["text"].get<std::string>();
+    } else {
+      if (r.is_object()) r.erase("text");
+      out_ << r.dump(2) << "\n";
+    }
+    const std::string result = r.is_object() ? r.value("result", "") : "";
+    bool failed = result == "refused" || result == "failed" || result == "stopped";
+    return op == "sync" && failed ? kCtlNegative : kCtlOk;
+  }
+
   int PluginInspect(const std::string& file) {
     Json j = {{"file", file}};
     auto p = LoadedPlugin::Load(file);
@@ -391,10 +408,13 @@ int RunCtl(const CtlOptions& o, const std::vector<std::string>& args, std::ostre
   if (cmd == "health" && nargs == 1) return ctl.Health();
   if (cmd == "log-level" && nargs == 2) return ctl.LogLevel(args[1]);
   if (cmd == "pool" && nargs == 1) return ctl.Call("eni", "pool_status", Json::object());
+  if (cmd == "pool" && nargs == 2 && (args[1] == "ensure" || args[1] == "gc")) {
+    return ctl.Call("eni", args[1] == "gc" ? "gc" : "ensure_pool", Json::object());
+  }
   if (cmd == "addresses" && nargs == 1) return ctl.Addresses();
   if (cmd == "policy" && nargs == 2 && args[1] == "explain") return ctl.PolicyExplain();
   if (cmd == "secgroup" && nargs == 2 && (args[1] == "diff" || args[1] == "sync")) {
-    return ctl.Call("secgroup", args[1], Json::object());
+    return ctl.Secgroup(args[1]);
   }
   if (cmd == "plugin" && nargs == 3 && args[1] == "inspect") return ctl.PluginInspect(args[2]);
   if (cmd == "config" && nargs == 3 && args[1] == "validate") return ctl.ConfigValidate(args[2]);

@@ -23,6 +23,8 @@ int main(int argc, char** argv) {
       "  health [--ready]            exit 0 when trellisd is live (and ready); for exec probes\n"
       "  log-level LEVEL             change the daemon's log level now\n"
       "  pool                        ENI pool: ENIs, IPs, owners, quota, errors\n"
+      "  pool ensure                 fill the ENI pool to its configured size now\n"
+      "  pool gc                     delete leaked ENIs and addresses (only ours) now\n"
       "  policy explain --from NS/POD --to NS/POD --port PORT/PROTO\n"
       "  secgroup diff | sync        security-group sync: what would change / sync now\n"
       "  plugin inspect FILE         what a plugin is, or why it would be refused (offline)\n"
