@@ -357,7 +357,7 @@ void Pool::PersistIpLocked(const std::string& ip, const IpEntry& e) {
     j["i"] = e.ifname;
     if (!e.pod.empty()) j["p"] = e.pod;
   }
-  if (e.state == IpState::kCooling) j["r"] = e.released_ms;
+  if (e.released_ms != 0) j["r"] = e.released_ms;
   store_->Put("ip/" + ip, j.dump());
 }
 
@@ -403,7 +403,6 @@ void Pool::ForgetEniLocked(const std::string& eni_id) {
 bool Pool::UsableLocked(const std::string& ip, IpEntry& e, int64_t now_ms) {
   if (e.state == IpState::kCooling && now_ms - e.released_ms >= cfg_.reuse_delay.count()) {
     e.state = IpState::kIdle;
-    e.released_ms = 0;
   }
   if (e.state != IpState::kIdle) return false;
   auto it = enis_.find(e.eni);
@@ -564,9 +563,18 @@ bool Pool::ReconcileOnce() {
     if (e.state != IpState::kIdle) pinned_on[e.eni]++;
   }
   for (const auto& [id, e] : enis_) inflight += e.assigning;
+  // min_pool_size is a floor of addresses usable now (pool hits);
+  // max_pool_size a ceiling of idle plus cooling ones. Below the floor the
+  // pool refills half-way to the ceiling in one go, so that a pod or two
+  // started do not cost a call each; above the ceiling it gives back, but
+  // never below the floor (when cooling addresses outnumber the room between
+  // the two, the floor wins and the pool grows until they come back).
   const int urgent = std::max(0, waiters_ - avail - inflight);
-  const int idle_after = std::max(0, avail + inflight - waiters_) + cooling;
-  const int warm = std::max(0, std::min(cfg_.min_pool_size, cfg_.max_pool_size) - idle_after);
+  const int usable_after = std::max(0, avail + inflight - waiters_);
+  int warm = 0;
+  if (usable_after < cfg_.min_pool_size) {
+    warm = cfg_.min_pool_size + (cfg_.max_pool_size - cfg_.min_pool_size) / 2 - usable_after;
+  }
   int deficit = urgent + warm;
 
   // Assign on ENIs with room: up to 10 per call, one call per ENI at a time.
@@ -649,13 +657,26 @@ bool Pool::ReconcileOnce() {
 
   // Reclaim above max_pool_size, when nobody waits and nothing is created.
   if (waiters_ == 0 && !launched && creating_ == 0) {
-    int excess = avail + cooling - cfg_.max_pool_size;
+    int excess = std::min(avail - cfg_.min_pool_size, avail + cooling - cfg_.max_pool_size);
     int ready = 0;
     for (const auto& [id, e] : enis_) ready += e.phase == Phase::kReady;
     // Whole ENIs first: that frees quota too.
+    // Only addresses nobody used for idle_reclaim_after go back: under
+    // churn with a reuse delay, addresses cycle through cooling, and giving
+    // them back only to assign them again soon would cost two calls each.
+    auto settled = [&](const IpEntry& ie) {
+      return ie.state == IpState::kIdle &&
+             now_ms - ie.released_ms >= cfg_.idle_reclaim_after.count();
+    };
+    std::map<std::string, int> unsettled_on;
+    for (const auto& [ip, ie] : ips_) {
+      if (!settled(ie)) unsettled_on[ie.eni]++;
+    }
     std::vector<std::pair<int, std::string>> empty;  // (idle count, id)
     for (const auto& [id, e] : enis_) {
-      if (e.phase != Phase::kReady || e.busy || pinned_on[id] > 0) continue;
+      if (e.phase != Phase::kReady || e.busy || pinned_on[id] > 0 || unsettled_on[id] > 0) {
+        continue;
+      }
       empty.push_back({SecondaryCountLocked(id), id});
     }
     std::sort(empty.begin(), empty.end());
@@ -690,7 +711,7 @@ bool Pool::ReconcileOnce() {
         if (excess <= 0) break;
         std::vector<std::string> batch;
         for (auto& [ip, ie] : ips_) {
-          if (ie.eni != id || ie.state != IpState::kIdle) continue;
+          if (ie.eni != id || !settled(ie)) continue;
           if (static_cast<int>(batch.size()) >= std::min(excess, kMaxAssignPerCall)) break;
           batch.push_back(ip);
         }
@@ -729,6 +750,7 @@ std::vector<std::string> Pool::AssignIps(const std::string& eni_id, int count) {
   for (const auto& ip : got) {
     IpEntry e;
     e.eni = eni_id;
+    e.released_ms = WallMs();  // last activity: reclaimed only after idle_reclaim_after
     ips_[ip] = e;
     unknown_ip_since_.erase(ip);
     try {
@@ -1181,18 +1203,33 @@ void Pool::DrainTask(std::string eni_id) {
 
 void Pool::UnassignTask(std::string eni_id, std::vector<std::string> ips) {
   bool gone = false;
+  std::set<std::string> still;  // assigned in the cloud after a refused call
   try {
     Api()->UnassignPrivateIpAddresses(eni_id, ips, aliyun::RpcClient::NewUuid());
     gone = true;
   } catch (const CloudError& e) {
     gone = IsNotFound(e);
     if (!gone) NoteError("unassign " + std::to_string(ips.size()) + " addresses of " + eni_id, e);
+    if (e.Is("InvalidIp.IpUnassigned")) {
+      // ECS refuses the whole call when one address is not assigned (any
+      // more): forget those, keep the rest for the next round.
+      try {
+        for (const auto& n : Api()->DescribeNetworkInterfaces(aliyun::EniQuery::ByIds({eni_id}))) {
+          still.insert(n.private_ips.begin(), n.private_ips.end());
+        }
+        for (const auto& ip : ips) {
+          if (!still.contains(ip)) Log(TRELLIS_LOG_INFO, ip + " is not assigned any more");
+        }
+      } catch (const CloudError& d) {
+        still.insert(ips.begin(), ips.end());
+      }
+    }
   }
   std::lock_guard lock(mu_);
   for (const auto& ip : ips) {
     auto it = ips_.find(ip);
     if (it == ips_.end() || it->second.state != IpState::kReleasing) continue;
-    if (gone) {
+    if (gone || (!still.empty() && !still.contains(ip))) {
       ips_.erase(it);
       store_->Delete("ip/" + ip);
     } else {
@@ -1450,7 +1487,10 @@ void Pool::RunGc() {
                                   " addresses of " + id + " the pool does not know");
         api->UnassignPrivateIpAddresses(id, batch, aliyun::RpcClient::NewUuid());
       } catch (const CloudError& e) {
-        if (!IsNotFound(e)) NoteError("GC: unassign stray addresses of " + id, e);
+        // IpUnassigned: a listing that lagged behind an unassignment.
+        if (!IsNotFound(e) && !e.Is("InvalidIp.IpUnassigned")) {
+          NoteError("GC: unassign stray addresses of " + id, e);
+        }
       }
     }
     std::lock_guard lock(mu_);
@@ -1516,7 +1556,6 @@ std::vector<sdk::Address> Pool::Acquire(const sdk::Pod& pod, int family, uint32_
       e.cid = pod.container_id;
       e.ifname = pod.ifname;
       e.pod = pod.k8s_name.empty() ? "" : pod.k8s_namespace + "/" + pod.k8s_name;
-      e.released_ms = 0;
       try {
         PersistIpLocked(pick, e);  // durable before it is handed out
       } catch (...) {
