@@ -481,9 +481,7 @@ void Pool::BackoffVSwitchLocked(const std::string& id) {
 
 void Pool::NoteError(const std::string& op, const std::exception& e) {
   std::string code = CodeOf(e);
-  if (auto* c = dynamic_cast<const CloudError*>(&e); c && c->kind() == CloudError::Kind::kCancelled) {
-    return;  // shutting down
-  }
+  if (clock_->Cancelled()) return;  // shutting down: every call fails now
   Log(TRELLIS_LOG_WARN, op + ": " + e.what());
   std::lock_guard lock(errors_mu_);
   errors_.push_back({WallMs(), op, code, e.what()});
@@ -580,7 +578,9 @@ bool Pool::ReconcileOnce() {
   // Assign on ENIs with room: up to 10 per call, one call per ENI at a time.
   // Room on ENIs that cannot take an assignment right now, and on those an
   // interrupted creation is about to recover.
-  int future_room = static_cast<int>(ops_.size()) * cap;
+  int recovering = 0;  // interrupted creations (a CreateTask's own op is in creating_)
+  for (const auto& [token, op] : ops_) recovering += !op.creating;
+  int future_room = recovering * cap;
   for (auto& [id, e] : enis_) {
     if (e.phase == Phase::kDetaching) continue;
     int room = e.full ? 0 : cap - SecondaryCountLocked(id) - e.assigning;
@@ -606,7 +606,7 @@ bool Pool::ReconcileOnce() {
   int remaining = std::max(0, deficit - future_room);
 
   // New ENIs: for eni_count_min, and for what the existing ones cannot hold.
-  int existing = creating_ + static_cast<int>(ops_.size());
+  int existing = creating_ + recovering;
   for (const auto& [id, e] : enis_) existing += e.phase != Phase::kDetaching;
   const int limit = EniLimitLocked();
   int want = std::max(0, cfg_.eni_count_min - existing);
@@ -849,7 +849,7 @@ void Pool::CreateTask(int assign) {
         // Durable before the call: a crash from here on is recovered with
         // the same token.
         store_->Put("op/" + token, Json({{"v", req.vswitch_id}, {"t", WallMs()}}).dump());
-        ops_[token] = PendingOp{req.vswitch_id, true};
+        ops_[token] = PendingOp{req.vswitch_id, true, true};
       }
       try {
         info = api->CreateNetworkInterface(req);
@@ -864,6 +864,7 @@ void Pool::CreateTask(int assign) {
         } else {
           // It may exist: the recovery repeats the call with this token.
           ops_[token].in_flight = false;
+          ops_[token].creating = false;
           ops_[token].retry_after = clock_->Now() + std::chrono::seconds(5);
         }
         if (e.Is("InvalidVSwitchId.IpNotEnough") && attempt < retries) {
@@ -910,7 +911,7 @@ void Pool::CreateTask(int assign) {
       create_retry_after_ = SteadyTime{};
     }
   } catch (const std::exception& e) {
-    observer_->EniCreationFailed(CodeOf(e));
+    if (!clock_->Cancelled()) observer_->EniCreationFailed(CodeOf(e));
     NoteError("create an ENI", e);
     std::lock_guard lock(mu_);
     create_backoff_ = std::min<Duration>(std::max<Duration>(create_backoff_ * 2, std::chrono::seconds(2)),
@@ -981,12 +982,9 @@ void Pool::BringUp(const std::string& eni_id, SteadyTime deadline) {
     WaitStatus(eni_id, "InUse", deadline);
     SetupLink(eni_id, deadline);
     Log(TRELLIS_LOG_INFO, "ENI " + eni_id + " is attached and ready");
-  } catch (const CloudError& e) {
-    if (e.kind() == CloudError::Kind::kCancelled) throw;
-    FailEni(eni_id, e);
-    throw;
-  } catch (const sdk::Error& e) {
-    FailEni(eni_id, e);
+  } catch (const std::exception& e) {
+    // Shutting down is no reason to give the ENI up: the next start resumes.
+    if (!clock_->Cancelled()) FailEni(eni_id, e);
     throw;
   }
 }
@@ -1126,7 +1124,7 @@ void Pool::LinkTask(std::string eni_id) {
     NoteError("set up the link of ENI " + eni_id, e);
     std::lock_guard lock(mu_);
     if (auto it = enis_.find(eni_id); it != enis_.end()) {
-      it->second.retry_after = clock_->Now() + std::chrono::seconds(5);
+      it->second.retry_after = clock_->Now() + std::chrono::seconds(15);
     }
   }
   std::lock_guard lock(mu_);
@@ -1787,7 +1785,9 @@ Json Pool::Status() {
                 {"eni_count_min", cfg_.eni_count_min},
                 {"eni_count_max", cfg_.eni_count_max},
                 {"waiting_pods", waiters_},
-                {"creating_enis", creating_ + static_cast<int>(ops_.size())}}},
+                {"creating_enis", creating_ + static_cast<int>(std::count_if(
+                                                   ops_.begin(), ops_.end(),
+                                                   [](const auto& o) { return !o.second.creating; }))}}},
               {"last_errors", errors}};
   if (node_) {
     out["instance"] = {{"id", node_->instance_id},     {"type", node_->instance_type},

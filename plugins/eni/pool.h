@@ -296,6 +296,7 @@ class Pool {
   struct PendingOp {
     std::string vswitch;
     bool in_flight = false;
+    bool creating = false;  // its CreateTask still owns it (counted in creating_)
     aliyun::SteadyTime retry_after{};
   };
   std::map<std::string, PendingOp> ops_;  // creates not yet known to have an ENI, by token
