@@ -123,7 +123,7 @@ EniConfig EniConfig::Parse(const Json& j) {
       "region", "vswitches", "vswitch_selection_policy", "security_group", "security_groups",
       "eni_tags", "cluster_id", "eni_count_min", "eni_count_max", "min_pool_size",
       "max_pool_size", "eni_create_retry", "eni_create_timeout", "eni_gc_interval",
-      "eni_gc_threshold", "reuse_delay", "acquire_timeout", "pool_check_interval",
+      "eni_gc_threshold", "reuse_delay", "idle_reclaim_after", "acquire_timeout", "pool_check_interval",
       "max_concurrent", "route_table_base", "ecs_endpoint", "metadata_endpoint", "ca_file",
       "credential_path", "access_key", "secret_key", "ram_role", "api_timeout",
       "api_call_timeout", "rate_limit", "routing_policy", "routingPolicy", "ip_stack",
@@ -218,6 +218,7 @@ EniConfig EniConfig::Parse(const Json& j) {
   dur("eni_gc_interval", &c.eni_gc_interval);
   dur("eni_gc_threshold", &c.eni_gc_threshold);
   dur("reuse_delay", &c.reuse_delay);
+  dur("idle_reclaim_after", &c.idle_reclaim_after);
   dur("acquire_timeout", &c.acquire_timeout);
   dur("pool_check_interval", &c.pool_check_interval);
   dur("api_timeout", &c.api_timeout);

@@ -48,6 +48,7 @@ struct EniConfig {
   Millis eni_gc_interval{300000};  // 0: no periodic GC
   Millis eni_gc_threshold{300000};
   Millis reuse_delay{30000};
+  Millis idle_reclaim_after{60000};  // an address idle this long may be given back
   Millis acquire_timeout{60000};
   Millis pool_check_interval{10000};
   int max_concurrent = 10;

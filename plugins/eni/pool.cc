@@ -357,7 +357,7 @@ void Pool::PersistIpLocked(const std::string& ip, const IpEntry& e) {
     j["i"] = e.ifname;
     if (!e.pod.empty()) j["p"] = e.pod;
   }
-  if (e.state == IpState::kCooling) j["r"] = e.released_ms;
+  if (e.released_ms != 0) j["r"] = e.released_ms;
   store_->Put("ip/" + ip, j.dump());
 }
 
@@ -403,7 +403,6 @@ void Pool::ForgetEniLocked(const std::string& eni_id) {
 bool Pool::UsableLocked(const std::string& ip, IpEntry& e, int64_t now_ms) {
   if (e.state == IpState::kCooling && now_ms - e.released_ms >= cfg_.reuse_delay.count()) {
     e.state = IpState::kIdle;
-    e.released_ms = 0;
   }
   if (e.state != IpState::kIdle) return false;
   auto it = enis_.find(e.eni);
@@ -482,9 +481,7 @@ void Pool::BackoffVSwitchLocked(const std::string& id) {
 
 void Pool::NoteError(const std::string& op, const std::exception& e) {
   std::string code = CodeOf(e);
-  if (auto* c = dynamic_cast<const CloudError*>(&e); c && c->kind() == CloudError::Kind::kCancelled) {
-    return;  // shutting down
-  }
+  if (clock_->Cancelled()) return;  // shutting down: every call fails now
   Log(TRELLIS_LOG_WARN, op + ": " + e.what());
   std::lock_guard lock(errors_mu_);
   errors_.push_back({WallMs(), op, code, e.what()});
@@ -564,15 +561,26 @@ bool Pool::ReconcileOnce() {
     if (e.state != IpState::kIdle) pinned_on[e.eni]++;
   }
   for (const auto& [id, e] : enis_) inflight += e.assigning;
+  // min_pool_size is a floor of addresses usable now (pool hits);
+  // max_pool_size a ceiling of idle plus cooling ones. Below the floor the
+  // pool refills half-way to the ceiling in one go, so that a pod or two
+  // started do not cost a call each; above the ceiling it gives back, but
+  // never below the floor (when cooling addresses outnumber the room between
+  // the two, the floor wins and the pool grows until they come back).
   const int urgent = std::max(0, waiters_ - avail - inflight);
-  const int idle_after = std::max(0, avail + inflight - waiters_) + cooling;
-  const int warm = std::max(0, std::min(cfg_.min_pool_size, cfg_.max_pool_size) - idle_after);
+  const int usable_after = std::max(0, avail + inflight - waiters_);
+  int warm = 0;
+  if (usable_after < cfg_.min_pool_size) {
+    warm = cfg_.min_pool_size + (cfg_.max_pool_size - cfg_.min_pool_size) / 2 - usable_after;
+  }
   int deficit = urgent + warm;
 
   // Assign on ENIs with room: up to 10 per call, one call per ENI at a time.
   // Room on ENIs that cannot take an assignment right now, and on those an
   // interrupted creation is about to recover.
-  int future_room = static_cast<int>(ops_.size()) * cap;
+  int recovering = 0;  // interrupted creations (a CreateTask's own op is in creating_)
+  for (const auto& [token, op] : ops_) recovering += !op.creating;
+  int future_room = recovering * cap;
   for (auto& [id, e] : enis_) {
     if (e.phase == Phase::kDetaching) continue;
     int room = e.full ? 0 : cap - SecondaryCountLocked(id) - e.assigning;
@@ -598,7 +606,7 @@ bool Pool::ReconcileOnce() {
   int remaining = std::max(0, deficit - future_room);
 
   // New ENIs: for eni_count_min, and for what the existing ones cannot hold.
-  int existing = creating_ + static_cast<int>(ops_.size());
+  int existing = creating_ + recovering;
   for (const auto& [id, e] : enis_) existing += e.phase != Phase::kDetaching;
   const int limit = EniLimitLocked();
   int want = std::max(0, cfg_.eni_count_min - existing);
@@ -649,13 +657,26 @@ bool Pool::ReconcileOnce() {
 
   // Reclaim above max_pool_size, when nobody waits and nothing is created.
   if (waiters_ == 0 && !launched && creating_ == 0) {
-    int excess = avail + cooling - cfg_.max_pool_size;
+    int excess = std::min(avail - cfg_.min_pool_size, avail + cooling - cfg_.max_pool_size);
     int ready = 0;
     for (const auto& [id, e] : enis_) ready += e.phase == Phase::kReady;
     // Whole ENIs first: that frees quota too.
+    // Only addresses nobody used for idle_reclaim_after go back: under
+    // churn with a reuse delay, addresses cycle through cooling, and giving
+    // them back only to assign them again soon would cost two calls each.
+    auto settled = [&](const IpEntry& ie) {
+      return ie.state == IpState::kIdle &&
+             now_ms - ie.released_ms >= cfg_.idle_reclaim_after.count();
+    };
+    std::map<std::string, int> unsettled_on;
+    for (const auto& [ip, ie] : ips_) {
+      if (!settled(ie)) unsettled_on[ie.eni]++;
+    }
     std::vector<std::pair<int, std::string>> empty;  // (idle count, id)
     for (const auto& [id, e] : enis_) {
-      if (e.phase != Phase::kReady || e.busy || pinned_on[id] > 0) continue;
+      if (e.phase != Phase::kReady || e.busy || pinned_on[id] > 0 || unsettled_on[id] > 0) {
+        continue;
+      }
       empty.push_back({SecondaryCountLocked(id), id});
     }
     std::sort(empty.begin(), empty.end());
@@ -690,7 +711,7 @@ bool Pool::ReconcileOnce() {
         if (excess <= 0) break;
         std::vector<std::string> batch;
         for (auto& [ip, ie] : ips_) {
-          if (ie.eni != id || ie.state != IpState::kIdle) continue;
+          if (ie.eni != id || !settled(ie)) continue;
           if (static_cast<int>(batch.size()) >= std::min(excess, kMaxAssignPerCall)) break;
           batch.push_back(ip);
         }
@@ -729,6 +750,7 @@ std::vector<std::string> Pool::AssignIps(const std::string& eni_id, int count) {
   for (const auto& ip : got) {
     IpEntry e;
     e.eni = eni_id;
+    e.released_ms = WallMs();  // last activity: reclaimed only after idle_reclaim_after
     ips_[ip] = e;
     unknown_ip_since_.erase(ip);
     try {
@@ -827,7 +849,7 @@ void Pool::CreateTask(int assign) {
         // Durable before the call: a crash from here on is recovered with
         // the same token.
         store_->Put("op/" + token, Json({{"v", req.vswitch_id}, {"t", WallMs()}}).dump());
-        ops_[token] = PendingOp{req.vswitch_id, true};
+        ops_[token] = PendingOp{req.vswitch_id, true, true};
       }
       try {
         info = api->CreateNetworkInterface(req);
@@ -842,6 +864,7 @@ void Pool::CreateTask(int assign) {
         } else {
           // It may exist: the recovery repeats the call with this token.
           ops_[token].in_flight = false;
+          ops_[token].creating = false;
           ops_[token].retry_after = clock_->Now() + std::chrono::seconds(5);
         }
         if (e.Is("InvalidVSwitchId.IpNotEnough") && attempt < retries) {
@@ -888,7 +911,7 @@ void Pool::CreateTask(int assign) {
       create_retry_after_ = SteadyTime{};
     }
   } catch (const std::exception& e) {
-    observer_->EniCreationFailed(CodeOf(e));
+    if (!clock_->Cancelled()) observer_->EniCreationFailed(CodeOf(e));
     NoteError("create an ENI", e);
     std::lock_guard lock(mu_);
     create_backoff_ = std::min<Duration>(std::max<Duration>(create_backoff_ * 2, std::chrono::seconds(2)),
@@ -959,12 +982,9 @@ void Pool::BringUp(const std::string& eni_id, SteadyTime deadline) {
     WaitStatus(eni_id, "InUse", deadline);
     SetupLink(eni_id, deadline);
     Log(TRELLIS_LOG_INFO, "ENI " + eni_id + " is attached and ready");
-  } catch (const CloudError& e) {
-    if (e.kind() == CloudError::Kind::kCancelled) throw;
-    FailEni(eni_id, e);
-    throw;
-  } catch (const sdk::Error& e) {
-    FailEni(eni_id, e);
+  } catch (const std::exception& e) {
+    // Shutting down is no reason to give the ENI up: the next start resumes.
+    if (!clock_->Cancelled()) FailEni(eni_id, e);
     throw;
   }
 }
@@ -1104,7 +1124,7 @@ void Pool::LinkTask(std::string eni_id) {
     NoteError("set up the link of ENI " + eni_id, e);
     std::lock_guard lock(mu_);
     if (auto it = enis_.find(eni_id); it != enis_.end()) {
-      it->second.retry_after = clock_->Now() + std::chrono::seconds(5);
+      it->second.retry_after = clock_->Now() + std::chrono::seconds(15);
     }
   }
   std::lock_guard lock(mu_);
@@ -1181,18 +1201,33 @@ void Pool::DrainTask(std::string eni_id) {
 
 void Pool::UnassignTask(std::string eni_id, std::vector<std::string> ips) {
   bool gone = false;
+  std::set<std::string> still;  // assigned in the cloud after a refused call
   try {
     Api()->UnassignPrivateIpAddresses(eni_id, ips, aliyun::RpcClient::NewUuid());
     gone = true;
   } catch (const CloudError& e) {
     gone = IsNotFound(e);
     if (!gone) NoteError("unassign " + std::to_string(ips.size()) + " addresses of " + eni_id, e);
+    if (e.Is("InvalidIp.IpUnassigned")) {
+      // ECS refuses the whole call when one address is not assigned (any
+      // more): forget those, keep the rest for the next round.
+      try {
+        for (const auto& n : Api()->DescribeNetworkInterfaces(aliyun::EniQuery::ByIds({eni_id}))) {
+          still.insert(n.private_ips.begin(), n.private_ips.end());
+        }
+        for (const auto& ip : ips) {
+          if (!still.contains(ip)) Log(TRELLIS_LOG_INFO, ip + " is not assigned any more");
+        }
+      } catch (const CloudError& d) {
+        still.insert(ips.begin(), ips.end());
+      }
+    }
   }
   std::lock_guard lock(mu_);
   for (const auto& ip : ips) {
     auto it = ips_.find(ip);
     if (it == ips_.end() || it->second.state != IpState::kReleasing) continue;
-    if (gone) {
+    if (gone || (!still.empty() && !still.contains(ip))) {
       ips_.erase(it);
       store_->Delete("ip/" + ip);
     } else {
@@ -1450,7 +1485,10 @@ void Pool::RunGc() {
                                   " addresses of " + id + " the pool does not know");
         api->UnassignPrivateIpAddresses(id, batch, aliyun::RpcClient::NewUuid());
       } catch (const CloudError& e) {
-        if (!IsNotFound(e)) NoteError("GC: unassign stray addresses of " + id, e);
+        // IpUnassigned: a listing that lagged behind an unassignment.
+        if (!IsNotFound(e) && !e.Is("InvalidIp.IpUnassigned")) {
+          NoteError("GC: unassign stray addresses of " + id, e);
+        }
       }
     }
     std::lock_guard lock(mu_);
@@ -1516,7 +1554,6 @@ std::vector<sdk::Address> Pool::Acquire(const sdk::Pod& pod, int family, uint32_
       e.cid = pod.container_id;
       e.ifname = pod.ifname;
       e.pod = pod.k8s_name.empty() ? "" : pod.k8s_namespace + "/" + pod.k8s_name;
-      e.released_ms = 0;
       try {
         PersistIpLocked(pick, e);  // durable before it is handed out
       } catch (...) {
@@ -1748,7 +1785,9 @@ Json Pool::Status() {
                 {"eni_count_min", cfg_.eni_count_min},
                 {"eni_count_max", cfg_.eni_count_max},
                 {"waiting_pods", waiters_},
-                {"creating_enis", creating_ + static_cast<int>(ops_.size())}}},
+                {"creating_enis", creating_ + static_cast<int>(std::count_if(
+                                                   ops_.begin(), ops_.end(),
+                                                   [](const auto& o) { return !o.second.creating; }))}}},
               {"last_errors", errors}};
   if (node_) {
     out["instance"] = {{"id", node_->instance_id},     {"type", node_->instance_type},

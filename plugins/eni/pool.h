@@ -9,9 +9,12 @@
 //   - Release makes it cooling; it is handed out again only after
 //     reuse_delay (other nodes' conntrack, ARP caches and Service endpoints
 //     may still point at the old pod).
-//   - The worker keeps at least min_pool_size and at most max_pool_size
-//     addresses idle (cooling ones count): it assigns IPs in batches of up
-//     to 10 per call on ENIs with room, creates and attaches ENIs (vSwitch
+//   - The worker keeps at least min_pool_size addresses idle and usable,
+//     and at most max_pool_size idle or cooling (never giving back below the
+//     floor, and only addresses unused for idle_reclaim_after); below
+//     min_pool_size it refills half-way to max_pool_size. It
+//     assigns IPs in batches of up to 10 per call on ENIs with room, creates
+//     and attaches ENIs (vSwitch
 //     with the most free addresses first, failing over when one is
 //     exhausted) within the instance type's quota and eni_count_max, and
 //     unassigns, or detaches and deletes whole ENIs, above max_pool_size.
@@ -34,7 +37,7 @@
 //   op/<client token>  {"v": vswitch, "t": wall ms}         create in flight
 //   eni/<id>           the ENI (see EniRecord)
 //   ip/<ip>            {"e": eni, "s": idle|in_use|cooling, "c","i","p",
-//                       "r": released wall ms}
+//                       "r": last assigned or released, wall ms}
 //
 // THREADING: every public method may be called concurrently.
 #ifndef TRELLIS_PLUGINS_ENI_POOL_H_
@@ -189,7 +192,7 @@ class Pool {
     std::string eni;
     IpState state = IpState::kIdle;
     std::string cid, ifname, pod;
-    int64_t released_ms = 0;
+    int64_t released_ms = 0;  // last activity: assigned, released (wall ms)
   };
   enum class Phase { kAttaching, kReady, kDetaching };
   struct EniEntry {
@@ -293,6 +296,7 @@ class Pool {
   struct PendingOp {
     std::string vswitch;
     bool in_flight = false;
+    bool creating = false;  // its CreateTask still owns it (counted in creating_)
     aliyun::SteadyTime retry_after{};
   };
   std::map<std::string, PendingOp> ops_;  // creates not yet known to have an ENI, by token

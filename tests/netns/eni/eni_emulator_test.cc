@@ -33,6 +33,7 @@ Json EniConfig(const Json& overrides) {
             {"min_pool_size", 2},
             {"max_pool_size", 6},
             {"reuse_delay", "0s"},
+            {"idle_reclaim_after", "0s"},
             {"eni_gc_interval", "2s"},
             {"eni_gc_threshold", "2s"},
             {"pool_check_interval", "200ms"},

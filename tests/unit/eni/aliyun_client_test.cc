@@ -3,6 +3,7 @@
 // rate limits, concurrency bound, pagination, secrets in errors, metadata
 // retries and caching, credential sources and STS refresh.
 #include <gtest/gtest.h>
+#include <httplib.h>
 #include <stdlib.h>
 
 #include <filesystem>
@@ -464,6 +465,69 @@ TEST(AliyunEndpoint, PlainHttpOnlyForLoopback) {
   EXPECT_THROW(aliyun::Endpoint::Parse("ftp://a", "x", P::kLoopbackOnly), CloudError);
   EXPECT_THROW(aliyun::Endpoint::Parse("https://a:99999", "x", P::kLoopbackOnly), CloudError);
   EXPECT_THROW(aliyun::Endpoint::Parse("https://a/path", "x", P::kLoopbackOnly), CloudError);
+}
+
+// ------------------------------------------------------------------- HTTPS --
+
+// A TLS server on loopback with a certificate made for the test.
+class TlsServer {
+ public:
+  TlsServer(const trellis::test::TempDir& dir, const std::string& san) {
+    cert_ = (dir / (san.substr(0, 3) + "-cert.pem")).string();
+    key_ = (dir / (san.substr(0, 3) + "-key.pem")).string();
+    auto r = trellis::test::Sh(
+        "openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 2 "
+        "-subj /CN=trellis-test -addext subjectAltName=" + san + " -keyout " + key_ +
+        " -out " + cert_ + " 2>&1");
+    EXPECT_EQ(r.exit_code, 0) << r.out;
+    server_ = std::make_unique<httplib::SSLServer>(cert_.c_str(), key_.c_str());
+    server_->Get("/", [](const httplib::Request&, httplib::Response& res) {
+      res.set_content(R"({"RequestId":"tls"})", "application/json");
+    });
+    port_ = server_->bind_to_any_port("127.0.0.1");
+    // Bound and listening already: connections wait in the backlog.
+    thread_ = std::thread([this] { server_->listen_after_bind(); });
+  }
+  ~TlsServer() {
+    // stop() before the accept loop runs would leave the loop running.
+    trellis::test::WaitFor([&] { return server_->is_running(); });
+    server_->stop();
+    thread_.join();
+  }
+  int port() const { return port_; }
+  const std::string& cert() const { return cert_; }
+
+ private:
+  std::string cert_, key_;
+  std::unique_ptr<httplib::SSLServer> server_;
+  int port_ = 0;
+  std::thread thread_;
+};
+
+TEST(AliyunHttps, TheServerCertificateAndNameAreVerified) {
+  trellis::test::TempDir dir;
+  aliyun::HttpRequest req;
+  req.scheme = "https";
+  req.host = "127.0.0.1";
+  req.timeout = milliseconds(5000);
+  {
+    TlsServer server(dir, "IP:127.0.0.1");
+    req.port = server.port();
+    // Trusted (its certificate is the CA file) and issued for 127.0.0.1.
+    auto ok = aliyun::HttplibTransport(server.cert()).Send(req);
+    EXPECT_EQ(ok.status, 200) << ok.error;
+    // Not in the system's CA bundle: refused.
+    auto untrusted = aliyun::HttplibTransport().Send(req);
+    EXPECT_EQ(untrusted.status, 0);
+    EXPECT_NE(untrusted.error.find("did not verify"), std::string::npos) << untrusted.error;
+  }
+  {
+    // Trusted, but issued for another name.
+    TlsServer server(dir, "DNS:ecs.example.com");
+    req.port = server.port();
+    auto wrong_name = aliyun::HttplibTransport(server.cert()).Send(req);
+    EXPECT_EQ(wrong_name.status, 0) << "a certificate for another host was accepted";
+  }
 }
 
 // ---------------------------------------------------------------- metadata --

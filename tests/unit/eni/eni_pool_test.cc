@@ -33,6 +33,7 @@ struct Rig {
     cfg.security_groups = {"sg-test"};
     cfg.cluster_id = "c1";
     cfg.reuse_delay = Millis(0);
+    cfg.idle_reclaim_after = Millis(0);
     cfg.eni_gc_threshold = Millis(0);
     cfg.eni_gc_interval = Millis(0);
     cfg.acquire_timeout = Millis(3000);
@@ -85,13 +86,13 @@ TEST(EniPool, FillsInBatchesOfTenWithinTheQuotas) {
   Pool& pool = rig.Start();
   pool.EnsureNow();
   PoolCounts c = pool.Counts();
-  EXPECT_EQ(c.idle, 25);
+  EXPECT_EQ(c.idle, 27);  // below min_pool_size: refilled half-way to max_pool_size
   EXPECT_EQ(c.enis, 3);
   EXPECT_EQ(c.eni_limit, 3);
   EXPECT_EQ(rig.ecs->Calls("CreateNetworkInterface"), 3);
   EXPECT_EQ(rig.ecs->Calls("AttachNetworkInterface"), 3);
   for (int n : rig.ecs->assign_sizes) EXPECT_LE(n, 10);
-  EXPECT_EQ(rig.ecs->Calls("AssignPrivateIpAddresses"), 3);  // 9 + 9 + 7
+  EXPECT_EQ(rig.ecs->Calls("AssignPrivateIpAddresses"), 3);  // 9 + 9 + 9
   // Every ENI: tagged ours, its own table, default route via the gateway.
   std::set<uint32_t> tables;
   for (const auto& e : rig.Ours()) {
@@ -108,7 +109,7 @@ TEST(EniPool, FillsInBatchesOfTenWithinTheQuotas) {
     EXPECT_EQ(l.routes[0], (EniLink::Route{"0.0.0.0/0", "192.168.10.253", e.mac}));
   }
   EXPECT_EQ(tables, (std::set<uint32_t>{101, 102, 103}));
-  EXPECT_EQ(rig.obs.last.idle, 25);  // the gauges follow
+  EXPECT_EQ(rig.obs.last.idle, 27);  // the gauges follow
 }
 
 TEST(EniPool, APoolHitMakesNoCloudCallAndIsIdempotent) {
@@ -175,14 +176,14 @@ TEST(EniPool, ReclaimsAboveMaxPoolSizeAndDrainsEmptyEnis) {
   rig.cfg.max_pool_size = 10;
   Pool& pool = rig.Start();
   pool.EnsureNow();
-  ASSERT_EQ(pool.Counts().idle, 6);
+  ASSERT_EQ(pool.Counts().idle, 8);
   EniConfig shrink = rig.cfg;
   shrink.min_pool_size = 0;
   shrink.max_pool_size = 2;
   pool.Reconfigure(shrink, nullptr);
   pool.EnsureNow();
   EXPECT_EQ(pool.Counts().idle, 2);
-  EXPECT_EQ(rig.ecs->Calls("UnassignPrivateIpAddresses"), 1);  // 4 in one call
+  EXPECT_EQ(rig.ecs->Calls("UnassignPrivateIpAddresses"), 1);  // 6 in one call
   ASSERT_EQ(rig.Ours().size(), 1u);
   EXPECT_EQ(rig.Ours()[0].private_ips.size(), 3u);  // primary + 2
   // With nothing to keep, the ENI itself goes: detached, deleted, its table
@@ -354,6 +355,7 @@ TEST(EniPool, AnEniLeftAttachingIsResumed) {
 TEST(EniPool, LeakGcTouchesOnlyOurEnis) {
   Rig rig;
   rig.cfg.min_pool_size = 2;
+  rig.cfg.max_pool_size = 2;
   Pool& pool = rig.Start();
   pool.EnsureNow();
   std::string known = rig.Ours().at(0).id;
@@ -423,6 +425,25 @@ TEST(EniPool, ARestartKeepsOwnersAndServesFromTheRecord) {
   EXPECT_NE(b[0].IpString(), a[0].IpString());
   EXPECT_EQ(rig.ecs->WriteCalls(), writes);
   EXPECT_TRUE(rig.dp.Setups().contains(a[0].source_ref));  // the datapath was restored
+}
+
+TEST(EniPool, RefillsBelowMinPoolSizeInOneBatch) {
+  Rig rig;
+  rig.cfg.min_pool_size = 5;
+  rig.cfg.max_pool_size = 15;
+  Pool& pool = rig.Start();
+  pool.EnsureNow();
+  ASSERT_EQ(pool.Counts().idle, 10);
+  int assigns = rig.ecs->Calls("AssignPrivateIpAddresses");
+  // Down to min_pool_size: nothing to do yet.
+  for (int i = 0; i < 5; ++i) pool.Acquire(PodNamed("r" + std::to_string(i)), 4, 1);
+  pool.EnsureNow();
+  EXPECT_EQ(rig.ecs->Calls("AssignPrivateIpAddresses"), assigns);
+  // Below it: one call brings the pool back half-way to max_pool_size.
+  pool.Acquire(PodNamed("r5"), 4, 1);
+  pool.EnsureNow();
+  EXPECT_EQ(rig.ecs->Calls("AssignPrivateIpAddresses"), assigns + 1);
+  EXPECT_EQ(pool.Counts().idle, 10);
 }
 
 TEST(EniPool, SteadyChurnMakesNoCloudCalls) {
