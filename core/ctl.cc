@@ -4,11 +4,13 @@
 #include <grpcpp/client_context.h>
 
 #include <chrono>
+#include <ctime>
 #include <iomanip>
 
 #include "core/cni/client.h"
 #include "core/config.h"
 #include "core/daemon.h"
+#include "core/log.h"
 #include "core/plugin_loader.h"
 #include "core/proto/trellis.grpc.pb.h"
 #include "core/registry.h"
@@ -23,7 +25,29 @@ std::string ProtoJson(const google::protobuf::Message& m) {
   opts.always_print_primitive_fields = true;
   opts.preserve_proto_field_names = true;
   google::protobuf::util::MessageToJsonString(m, &s, opts);
+  if (s.empty() || s.back() != '\n') s += '\n';
   return s;
+}
+
+std::string GrpcCodeName(grpc::StatusCode c) {
+  switch (c) {
+    case grpc::StatusCode::INVALID_ARGUMENT:
+      return "invalid_argument";
+    case grpc::StatusCode::NOT_FOUND:
+      return "not_found";
+    case grpc::StatusCode::FAILED_PRECONDITION:
+      return "failed_precondition";
+    case grpc::StatusCode::UNAVAILABLE:
+      return "unavailable";
+    case grpc::StatusCode::DEADLINE_EXCEEDED:
+      return "deadline_exceeded";
+    case grpc::StatusCode::UNIMPLEMENTED:
+      return "unimplemented";
+    case grpc::StatusCode::PERMISSION_DENIED:
+      return "permission_denied";
+    default:
+      return "error";
+  }
 }
 
 std::string Join(const google::protobuf::RepeatedPtrField<std::string>& v) {
@@ -41,20 +65,37 @@ class Ctl {
     std::string error;
     auto ch = ConnectUnix(o_.socket, std::chrono::milliseconds(o_.timeout_ms), &error);
     if (!ch) {
-      err_ << "trellisctl: " << error << "\n";
+      Error("unavailable", error);
       return false;
     }
     stub_ = v1::Trellis::NewStub(ch);
     return true;
+  }
+  // Every failure goes to stderr; with -o json stdout also gets one JSON
+  // object {"error": {"code", "message"}}, so that a script parsing stdout
+  // always parses something.
+  void Error(const std::string& code, const std::string& message) {
+    err_ << "trellisctl: " << message << "\n";
+    if (json()) out_ << Json{{"error", {{"code", code}, {"message", message}}}}.dump(2) << "\n";
   }
   std::unique_ptr<grpc::ClientContext> Ctx() {
     auto c = std::make_unique<grpc::ClientContext>();
     c->set_deadline(std::chrono::system_clock::now() + std::chrono::milliseconds(o_.timeout_ms));
     return c;
   }
+  // Exit code of a failed call: the daemon did not answer (3), refused the
+  // arguments (2), or answered no (1).
   int RpcFailed(const grpc::Status& s) {
-    err_ << "trellisctl: " << s.error_message() << "\n";
-    return s.error_code() == grpc::StatusCode::UNAVAILABLE ? kCtlUnreachable : kCtlNegative;
+    Error(GrpcCodeName(s.error_code()), s.error_message());
+    switch (s.error_code()) {
+      case grpc::StatusCode::UNAVAILABLE:
+      case grpc::StatusCode::DEADLINE_EXCEEDED:
+        return kCtlUnreachable;
+      case grpc::StatusCode::INVALID_ARGUMENT:
+        return kCtlUsage;
+      default:
+        return kCtlNegative;
+    }
   }
   bool json() const { return o_.output == "json"; }
 
@@ -66,12 +107,21 @@ class Ctl {
     if (json()) {
       out_ << ProtoJson(s);
     } else {
+      char started[32] = "-";
+      std::time_t t = static_cast<std::time_t>(s.started_unix());
+      std::tm tm{};
+      if (gmtime_r(&t, &tm) != nullptr)
+        std::strftime(started, sizeof started, "%Y-%m-%dT%H:%M:%SZ", &tm);
       out_ << "version:        " << s.version() << "\n"
+           << "started:        " << started << "\n"
+           << "live:           " << (s.live() ? "yes" : "no")
+           << (s.live_reason().empty() ? "" : " (" + s.live_reason() + ")") << "\n"
            << "ready:          " << (s.ready() ? "yes" : "no")
            << (s.ready_reason().empty() ? "" : " (" + s.ready_reason() + ")") << "\n"
            << "pods:           " << s.pods() << " (" << s.degraded_pods() << " not ready)\n"
            << "config:         " << s.config_origin() << "\n"
-           << "config error:   " << (s.last_config_error().empty() ? "-" : s.last_config_error()) << "\n"
+           << "config error:   " << (s.last_config_error().empty() ? "-" : s.last_config_error())
+           << "\n"
            << "log level:      " << s.log_level() << "\n"
            << "state dir:      " << s.state_dir() << "\n"
            << "plugin dir:     " << s.plugin_dir() << "\n";
@@ -93,12 +143,18 @@ class Ctl {
          << "INTERFACES" << std::setw(8) << "RELOADS" << "PLUGIN / MESSAGE\n";
     for (const auto& m : r.modules()) {
       out_ << std::left << std::setw(12) << m.name() << std::setw(10) << m.state() << std::setw(9)
-           << (m.state() == "running" ? (m.healthy() ? (m.degraded() ? "degraded" : "yes") : "no") : "-")
+           << (m.state() == "running" ? (m.healthy() ? (m.degraded() ? "degraded" : "yes") : "no")
+                                      : "-")
            << std::setw(10) << (m.plugin_version().empty() ? "-" : m.plugin_version())
            << std::setw(6) << (m.abi_version().empty() ? "-" : m.abi_version()) << std::setw(24)
            << Join(m.interfaces()) << std::setw(8) << m.reload_count()
            << (m.plugin_path().empty() ? "-" : m.plugin_path())
-           << (m.message().empty() ? "" : "  " + m.message()) << "\n";
+           << (m.message().empty() ? "" : "  " + m.message());
+      // A running module whose last change failed keeps its previous config.
+      if (!m.last_error().empty() && m.last_error() != m.message()) {
+        out_ << "  (last reload failed: " << m.last_error() << ")";
+      }
+      out_ << "\n";
     }
     return kCtlOk;
   }
@@ -126,21 +182,45 @@ class Ctl {
     return kCtlOk;
   }
 
+  // For exec probes: 0 live (and with --ready, ready); 1 not; 3 no answer.
+  // With -o json the document is the same whatever the outcome.
   int Health() {
-    if (!Connect()) return kCtlUnreachable;
+    auto report = [&](bool live, bool ready, const std::string& reason, int rc) {
+      if (json()) {
+        out_ << Json{{"live", live}, {"ready", ready}, {"reason", reason}}.dump(2) << "\n";
+      } else if (rc == kCtlOk) {
+        out_ << "ok" << (o_.ready ? " (ready)" : " (live)") << "\n";
+      } else {
+        (rc == kCtlUnreachable ? err_ : out_)
+            << (rc == kCtlUnreachable ? "trellisctl: unreachable: "
+                : !live               ? "not live: "
+                                      : "not ready: ")
+            << reason << "\n";
+      }
+      return rc;
+    };
+    std::string error;
+    auto ch = ConnectUnix(o_.socket, std::chrono::milliseconds(o_.timeout_ms), &error);
+    if (!ch) return report(false, false, error, kCtlUnreachable);
+    stub_ = v1::Trellis::NewStub(ch);
     v1::DaemonStatus s;
     auto st = stub_->GetStatus(Ctx().get(), v1::StatusRequest(), &s);
-    if (!st.ok()) return RpcFailed(st);
-    bool ok = !o_.ready || s.ready();
-    if (json()) {
-      out_ << Json{{"alive", true}, {"ready", s.ready()}, {"reason", s.ready_reason()}}.dump(2) << "\n";
-    } else {
-      out_ << (ok ? "ok" : "not ready: " + s.ready_reason()) << "\n";
+    if (!st.ok()) {
+      bool gone = st.error_code() == grpc::StatusCode::UNAVAILABLE ||
+                  st.error_code() == grpc::StatusCode::DEADLINE_EXCEEDED;
+      return report(false, false, st.error_message(), gone ? kCtlUnreachable : kCtlNegative);
     }
-    return ok ? kCtlOk : kCtlNegative;
+    bool ok = s.live() && (!o_.ready || s.ready());
+    return report(s.live(), s.ready(), !s.live() ? s.live_reason() : s.ready_reason(),
+                  ok ? kCtlOk : kCtlNegative);
   }
 
   int LogLevel(const std::string& level) {
+    if (!ParseLogLevel(level)) {
+      Error("invalid_argument",
+            "log level '" + level + "' is not one of trace, debug, info, warn, error");
+      return kCtlUsage;
+    }
     if (!Connect()) return kCtlUnreachable;
     v1::SetLogLevelRequest req;
     req.set_level(level);
@@ -187,7 +267,7 @@ class Ctl {
 
   int PolicyExplain() {
     if (o_.from.empty() || o_.to.empty() || o_.port.empty()) {
-      err_ << "trellisctl: policy explain needs --from, --to and --port\n";
+      Error("invalid_argument", "policy explain needs --from, --to and --port");
       return kCtlUsage;
     }
     std::string port = o_.port, proto = "TCP";
@@ -292,6 +372,9 @@ int RunCtl(const CtlOptions& o, const std::vector<std::string>& args, std::ostre
   Ctl ctl(o, out, err);
   auto usage = [&](const std::string& what) {
     err << "trellisctl: " << what << " (see trellisctl --help)\n";
+    if (o.output == "json") {
+      out << Json{{"error", {{"code", "invalid_argument"}, {"message", what}}}}.dump(2) << "\n";
+    }
     return kCtlUsage;
   };
   if (args.empty()) return usage("missing command");

@@ -2,12 +2,15 @@
 
 #include <google/protobuf/util/json_util.h>
 #include <spdlog/spdlog.h>
+#include <sys/resource.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <chrono>
 #include <condition_variable>
 #include <filesystem>
+#include <fstream>
+#include <sstream>
 #include <thread>
 
 #include "core/api_server.h"
@@ -37,6 +40,44 @@ int64_t NowUnix() {
 grpc::Status ToGrpc(const Status& s) {
   if (s.ok()) return grpc::Status::OK;
   return grpc::Status(static_cast<grpc::StatusCode>(s.code()), std::string(s.message()));
+}
+
+// The standard process_* families (as Prometheus client libraries export
+// them), read from /proc/self at scrape time.
+struct ProcessStats {
+  double cpu_seconds = 0, start_time = 0, rss_bytes = 0, vsize_bytes = 0, open_fds = 0, max_fds = 0;
+};
+ProcessStats ReadProcessStats() {
+  ProcessStats p;
+  const double tick = static_cast<double>(sysconf(_SC_CLK_TCK));
+  std::ifstream stat("/proc/self/stat");
+  std::string line;
+  std::getline(stat, line);
+  // Field 2 (comm) may hold spaces and parentheses: parse after the last ')'.
+  if (auto rp = line.rfind(')'); rp != std::string::npos) {
+    std::istringstream in(line.substr(rp + 2));
+    std::vector<std::string> f;  // f[0] is field 3 (state)
+    for (std::string x; in >> x;) f.push_back(x);
+    if (f.size() > 21) {
+      p.cpu_seconds = (std::stod(f[11]) + std::stod(f[12])) / tick;  // utime + stime
+      double boot = 0;
+      std::ifstream ps("/proc/stat");
+      for (std::string l; std::getline(ps, l);) {
+        if (l.rfind("btime ", 0) == 0) boot = std::stod(l.substr(6));
+      }
+      p.start_time = boot + std::stod(f[19]) / tick;
+      p.vsize_bytes = std::stod(f[20]);
+      p.rss_bytes = std::stod(f[21]) * static_cast<double>(sysconf(_SC_PAGESIZE));
+    }
+  }
+  std::error_code ec;
+  for (auto it = std::filesystem::directory_iterator("/proc/self/fd", ec);
+       !ec && it != std::filesystem::directory_iterator(); it.increment(ec)) {
+    p.open_fds++;
+  }
+  rlimit rl{};
+  if (getrlimit(RLIMIT_NOFILE, &rl) == 0) p.max_fds = static_cast<double>(rl.rlim_cur);
+  return p;
 }
 }  // namespace
 
@@ -89,9 +130,12 @@ struct Daemon::Impl {
   std::string last_config_error;
   std::string current_log_file;
   int64_t started_unix = NowUnix();
-  Metric m_reloads, m_store_errors, m_build_info, m_refused;
+  Metric m_reloads, m_reload_ok, m_store_errors, m_build_info, m_refused, m_ready;
+  Metric m_cpu, m_start_time, m_rss, m_vsize, m_fds, m_max_fds;
 
   Status Start();
+  Status Live();
+  Status Ready();
   void Reload();
   void RequestReload();
   void ReloadLoop();
@@ -421,7 +465,24 @@ Status Daemon::Impl::Start() {
   m_build_info = reg(MetricType::kGauge, "trellis_build_info", "trellisd build.", {"version"});
   m_refused = reg(MetricType::kCounter, "trellis_api_refused_connections_total",
                   "API connections closed because the peer was not root.");
+  m_reload_ok = reg(MetricType::kGauge, "trellis_config_last_reload_successful",
+                    "0 while the last node config seen was refused or applied with failures "
+                    "(the error: trellisctl status).");
+  m_ready = reg(MetricType::kGauge, "trellis_ready",
+                "1 when /readyz passes: startup reconcile done, every enabled module healthy.");
+  m_cpu = reg(MetricType::kCounter, "process_cpu_seconds_total",
+              "Total user and system CPU time spent in seconds.");
+  m_start_time = reg(MetricType::kGauge, "process_start_time_seconds",
+                     "Start time of the process since unix epoch in seconds.");
+  m_rss =
+      reg(MetricType::kGauge, "process_resident_memory_bytes", "Resident memory size in bytes.");
+  m_vsize =
+      reg(MetricType::kGauge, "process_virtual_memory_bytes", "Virtual memory size in bytes.");
+  m_fds = reg(MetricType::kGauge, "process_open_fds", "Number of open file descriptors.");
+  m_max_fds =
+      reg(MetricType::kGauge, "process_max_fds", "Maximum number of open file descriptors.");
   m_build_info.Set({TRELLIS_VERSION}, 1);
+  m_ready.Set({}, 0);
 
   TRELLIS_ASSIGN_OR_RETURN(store, Store::Open(std::filesystem::path(opts.state_dir) / "trellis.db"));
   TRELLIS_ASSIGN_OR_RETURN(datapath, Datapath::Create());
@@ -430,6 +491,20 @@ Status Daemon::Impl::Start() {
   pipeline->SetDefaultMtu(cfg->datapath.mtu);
   fanout = std::make_unique<ModuleFanout>(this);
   registry->SetObserver(fanout.get());
+  service = std::make_unique<ApiService>(this);
+  api = std::make_unique<ApiServer>(opts.socket_path, service.get());
+
+  // The HTTP endpoint answers from here on, before the modules start (a
+  // module's create() may wait on a cloud API): /healthz passes as soon as the
+  // store takes writes, /readyz fails until startup reconcile is done, so a
+  // kubelet liveness probe never kills a daemon that is still starting.
+  if (!opts.metrics_addr.empty()) {
+    http = std::make_unique<HttpServer>(
+        HttpHandlers{[this] { return Metrics(); }, [this] { return Live(); },
+                     [this] { return Ready(); }, [this] { return DebugState().dump(2); }});
+    TRELLIS_RETURN_IF_ERROR(http->Start(opts.metrics_addr));
+    spdlog::info("metrics and health endpoint on {} (port {})", opts.metrics_addr, http->port());
+  }
 
   auto kube_started = std::chrono::steady_clock::now();
   TRELLIS_RETURN_IF_ERROR(EnsureKube(cfg->kubernetes, /*startup=*/true));
@@ -444,8 +519,9 @@ Status Daemon::Impl::Start() {
   pipeline->SetDefaultMtu(effective->datapath.mtu);
   TRELLIS_RETURN_IF_ERROR(ApplyConfig(*effective, /*startup=*/true));
 
-  service = std::make_unique<ApiService>(this);
-  api = std::make_unique<ApiServer>(opts.socket_path, service.get());
+  // The API (and with it CNI DEL/CHECK) starts only once the modules run:
+  // a DEL answered without them would drop a pod's record and leak its
+  // address. Until then the `trellis` binary answers "try again later".
   TRELLIS_RETURN_IF_ERROR(api->Start());
 
   if (auto k = Kube()) {
@@ -462,21 +538,6 @@ Status Daemon::Impl::Start() {
   if (Status s = pipeline->Reconcile(); !s.ok()) spdlog::error("{}", s.message());
   pipeline->SetReady(true);
 
-  if (!opts.metrics_addr.empty()) {
-    http = std::make_unique<HttpServer>(HttpHandlers{
-        [this] { return Metrics(); },
-        [this]() -> Status {
-          return store->CheckWritable();
-        },
-        [this]() -> Status {
-          if (!pipeline->ready()) return absl::UnavailableError("startup reconcile is not done");
-          std::string why;
-          if (!registry->AllHealthy(&why)) return absl::UnavailableError(why);
-          return absl::OkStatus();
-        },
-        [this] { return DebugState().dump(2); }});
-    TRELLIS_RETURN_IF_ERROR(http->Start(opts.metrics_addr));
-  }
   reload_thread = std::thread([this] { ReloadLoop(); });
   if (!opts.config_path.empty()) {
     watcher = std::make_unique<ConfigWatcher>(opts.config_path, [this] { RequestReload(); });
@@ -486,6 +547,15 @@ Status Daemon::Impl::Start() {
   return absl::OkStatus();
 }
 
+Status Daemon::Impl::Live() { return store->CheckWritable(); }
+
+Status Daemon::Impl::Ready() {
+  if (!pipeline->ready()) return absl::UnavailableError("startup reconcile is not done");
+  std::string why;
+  if (!registry->AllHealthy(&why)) return absl::UnavailableError(why);
+  return Live();
+}
+
 Status Daemon::Impl::ApplyConfig(const NodeConfig& cfg, bool startup) {
   Status s = registry->Apply(cfg);
   std::lock_guard lock(config_mu);
@@ -493,6 +563,7 @@ Status Daemon::Impl::ApplyConfig(const NodeConfig& cfg, bool startup) {
       s.code() == absl::StatusCode::kFailedPrecondition) {
     last_config_error = std::string(s.message());
     m_reloads.Add({startup ? "invalid" : "refused"});
+    m_reload_ok.Set({}, 0);
     return s;
   }
   applied_config = NodeConfigToJson(cfg);
@@ -500,10 +571,12 @@ Status Daemon::Impl::ApplyConfig(const NodeConfig& cfg, bool startup) {
   if (!s.ok()) {
     last_config_error = std::string(s.message());
     m_reloads.Add({"partial"});
+    m_reload_ok.Set({}, 0);
     spdlog::error("config applied with failures: {}", s.message());
   } else {
     last_config_error.clear();
     m_reloads.Add({"applied"});
+    m_reload_ok.Set({}, 1);
   }
   return absl::OkStatus();
 }
@@ -513,6 +586,7 @@ void Daemon::Impl::Reload() {
     std::lock_guard lock(config_mu);
     last_config_error = std::string(s.message());
     m_reloads.Add({"invalid"});
+    m_reload_ok.Set({}, 0);
     spdlog::error("new node config refused, the running config stays in force: {}", s.message());
   };
   auto base = LoadBase();
@@ -533,18 +607,28 @@ void Daemon::Impl::Reload() {
   }
   for (const auto& w : cfg->warnings) spdlog::warn("config: {}", w);
   spdlog::info("node config changed ({}), applying", cfg->origin);
-  if (cfg->log_file != current_log_file || cfg->log_level != applied_config.value("log_level", "")) {
+  std::string previous_level;
+  {
+    std::lock_guard lock(config_mu);
+    previous_level = applied_config.value("log_level", "");
+  }
+  if (Status s = ApplyConfig(*cfg, false); !s.ok()) {
+    spdlog::error("new node config refused, the running config stays in force: {}", s.message());
+    return;
+  }
+  pipeline->SetDefaultMtu(cfg->datapath.mtu);
+  // The config's log settings follow only an accepted config. A level set
+  // with `trellisctl log-level` holds until the config's own level changes.
+  if (cfg->log_file != current_log_file || cfg->log_level != previous_level) {
     if (Status s = SetupLogging(cfg->log_level, cfg->log_file); !s.ok()) {
       spdlog::error("log settings refused: {}", s.message());
+    } else {
+      spdlog::info("log settings from the node config: level {}, file {}", cfg->log_level,
+                   cfg->log_file.empty() ? "(none)" : cfg->log_file);
     }
     current_log_file = cfg->log_file;
   }
-  pipeline->SetDefaultMtu(cfg->datapath.mtu);
-  if (Status s = ApplyConfig(*cfg, false); !s.ok()) {
-    spdlog::error("new node config refused, the running config stays in force: {}", s.message());
-  } else {
-    spdlog::info("node config applied");
-  }
+  spdlog::info("node config applied");
 }
 
 v1::DaemonStatus Daemon::Impl::StatusProto() {
@@ -552,8 +636,13 @@ v1::DaemonStatus Daemon::Impl::StatusProto() {
   s.set_version(TRELLIS_VERSION);
   std::string why;
   bool ready = pipeline->ready() && registry->AllHealthy(&why);
-  s.set_ready(ready);
-  s.set_ready_reason(pipeline->ready() ? why : "startup reconcile is not done");
+  Status live = Live();
+  s.set_live(live.ok());
+  s.set_live_reason(std::string(live.message()));
+  s.set_ready(ready && live.ok());
+  s.set_ready_reason(!pipeline->ready() ? "startup reconcile is not done"
+                     : !ready           ? why
+                                        : std::string(live.message()));
   if (auto pods = pipeline->Pods(); pods.ok()) {
     s.set_pods(pods->size());
     uint32_t degraded = 0;
@@ -599,8 +688,11 @@ Json Daemon::Impl::DebugState() {
   }
   Json pool = nullptr;
   {
-    auto reader = registry->ReaderLock();
-    if (auto eni = registry->Current()->eni) {
+    // Never waits behind a transition (see ModuleRegistry::Describe()).
+    auto reader = registry->TryReaderLock();
+    if (!reader.owns_lock()) {
+      pool = Json{{"unavailable", "a module transition is in progress"}};
+    } else if (auto eni = registry->Current()->eni) {
       if (auto st = eni->EniPoolStatus(); st.ok()) pool = *st;
     }
   }
@@ -616,9 +708,16 @@ Json Daemon::Impl::DebugState() {
 std::string Daemon::Impl::Metrics() {
   m_store_errors.Set({}, static_cast<double>(store->error_count()));
   m_refused.Set({}, static_cast<double>(api ? api->refused_peers() : 0));
-  registry->Describe();  // refreshes the module health gauges
-  pipeline->Pods();      // refreshes the pod gauges
+  m_ready.Set({}, Ready().ok() ? 1 : 0);  // also refreshes the module health gauges
+  pipeline->Pods();                       // refreshes the pod gauges
   if (auto k = Kube()) k->RefreshMetrics();
+  ProcessStats p = ReadProcessStats();
+  m_cpu.Set({}, p.cpu_seconds);
+  m_start_time.Set({}, p.start_time);
+  m_rss.Set({}, p.rss_bytes);
+  m_vsize.Set({}, p.vsize_bytes);
+  m_fds.Set({}, p.open_fds);
+  m_max_fds.Set({}, p.max_fds);
   return metrics.Render();
 }
 

@@ -3,6 +3,11 @@
 #include <httplib.h>
 
 namespace trellis {
+namespace {
+bool IsLoopback(const std::string& addr) {
+  return addr.rfind("127.", 0) == 0 || addr == "::1" || addr.rfind("::ffff:127.", 0) == 0;
+}
+}  // namespace
 
 HttpServer::HttpServer(HttpHandlers handlers) : handlers_(std::move(handlers)) {}
 
@@ -39,7 +44,20 @@ Status HttpServer::Start(const std::string& addr) {
   server_->Get("/readyz", [this, status_reply](const httplib::Request&, httplib::Response& res) {
     status_reply(handlers_.readyz(), res);
   });
-  server_->Get("/debug/state", [this](const httplib::Request&, httplib::Response& res) {
+  // /debug/* lays out pods, addresses and module internals: it answers only
+  // on loopback (`kubectl exec ... curl localhost:9190/debug/state`), while
+  // /metrics and the probes answer on every address the endpoint binds.
+  server_->Get(R"(/debug/.*)", [this](const httplib::Request& req, httplib::Response& res) {
+    if (!IsLoopback(req.remote_addr)) {
+      res.status = 403;
+      res.set_content("/debug/ answers on loopback only\n", "text/plain");
+      return;
+    }
+    if (req.path != "/debug/state") {
+      res.status = 404;
+      res.set_content("not found: " + req.path + "\n", "text/plain");
+      return;
+    }
     res.set_content(handlers_.debug_state(), "application/json");
   });
   if (port == 0) {

@@ -2,7 +2,8 @@
 //   /metrics       Prometheus text format 0.0.4
 //   /healthz       200 when the process serves and the state store takes writes
 //   /readyz        200 once startup reconcile is done and required modules are healthy
-//   /debug/state   JSON dump of modules, pods and pool (secrets redacted)
+//   /debug/state   JSON dump of modules, pods and pool (secrets redacted);
+//                  /debug/* answers loopback peers only (403 otherwise)
 #ifndef TRELLIS_CORE_HTTP_SERVER_H_
 #define TRELLIS_CORE_HTTP_SERVER_H_
 

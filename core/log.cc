@@ -42,6 +42,10 @@ Status SetupLogging(std::string_view level, const std::string& file) {
     logger->set_pattern("%Y-%m-%dT%H:%M:%S.%e%z %^%-5l%$ %v");
     logger->flush_on(spdlog::level::warn);
     spdlog::set_default_logger(logger);
+    // The file sink buffers: without a periodic flush, info lines (one per
+    // CNI request) would reach log_file only once a buffer fills.
+    static std::once_flag flusher;
+    std::call_once(flusher, [] { spdlog::flush_every(std::chrono::seconds(1)); });
     g_file = file;
   }
   spdlog::set_level(*lvl);

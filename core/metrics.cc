@@ -16,7 +16,9 @@ std::string FormatValue(double v) {
   if (std::isnan(v)) return "NaN";
   if (std::isinf(v)) return v > 0 ? "+Inf" : "-Inf";
   char buf[64];
-  auto r = std::to_chars(buf, buf + sizeof buf, v);  // shortest exact form
+  // Shortest exact form, in %g style as Prometheus' own clients write it:
+  // le="0.0005", not le="5e-04" (a bucket's le is matched as a string).
+  auto r = std::to_chars(buf, buf + sizeof buf, v, std::chars_format::general);
   return std::string(buf, r.ptr);
 }
 

@@ -62,14 +62,21 @@ ModuleRegistry::ModuleRegistry(std::filesystem::path plugin_dir, Store* store,
                                MetricsRegistry* metrics)
     : plugin_dir_(std::move(plugin_dir)), store_(store), metrics_(metrics) {
   current_ = std::make_shared<ModuleSet>();
-  auto reg = [&](MetricType t, const char* name, const char* help) {
-    auto id = metrics_->Register(t, name, help, {"module"});
+  auto reg = [&](MetricType t, const char* name, const char* help,
+                 std::vector<std::string> labels = {"module"}) {
+    auto id = metrics_->Register(t, name, help, labels);
     return id.ok() ? Metric(metrics_, *id) : Metric();
   };
   m_load_failures_ = reg(MetricType::kCounter, "trellis_plugin_load_failures_total",
                          "Plugins refused or failed at load, validate or create.");
   m_reloads_ = reg(MetricType::kCounter, "trellis_module_reloads_total",
-                   "Config transitions applied to a module (start, reconfigure, stop), by result.");
+                   "Config transitions applied to a module (start, reconfigure, stop), by result "
+                   "(ok, failed).",
+                   {"module", "result"});
+  m_reload_failed_ = reg(MetricType::kGauge, "trellis_module_last_reload_failed",
+                         "1 while the module's last config change failed (refused by its "
+                         "validate(), or its create() or reconfigure() failed); the error is in "
+                         "`trellisctl modules`.");
   m_enabled_ = reg(MetricType::kGauge, "trellis_module_enabled",
                    "1 when the node config enables the module.");
   m_healthy_ = reg(MetricType::kGauge, "trellis_module_healthy",
@@ -152,6 +159,12 @@ Status ModuleRegistry::Apply(const NodeConfig& next) {
         m_load_failures_.Add({name});
       }
       errors.emplace_back(prepared.status().message());
+      // The module keeps running its previous config; it carries the refusal
+      // as its last reload error until a config for it is accepted.
+      std::lock_guard lock(entries_mu_);
+      if (auto it = entries_.find(name); it != entries_.end()) {
+        it->second.last_error = std::string(prepared.status().message());
+      }
       continue;
     }
     Kind kind;
@@ -162,6 +175,7 @@ Status ModuleRegistry::Apply(const NodeConfig& next) {
     plans.push_back({kind, name, cfg, prepared->plugin});
   }
   if (!errors.empty()) {
+    RefreshSnapshot();
     return absl::InvalidArgumentError("config refused, running modules unchanged: " +
                                       Join(errors, "; "));
   }
@@ -240,7 +254,7 @@ Status ModuleRegistry::Apply(const NodeConfig& next) {
   for (auto it = plans.rbegin(); it != plans.rend(); ++it) {
     if (it->kind == Kind::kStop || it->kind == Kind::kReplace) {
       stop(it->name);
-      m_reloads_.Add({it->name});
+      m_reloads_.Add({it->name, "ok"});
     }
   }
   for (auto& p : plans) {
@@ -258,12 +272,13 @@ Status ModuleRegistry::Apply(const NodeConfig& next) {
         if (p.kind == Kind::kStop) e->reload_count++;
         break;
       case Kind::kKeep:
+        e->last_error.clear();  // what runs is what the config asks for
         break;
       case Kind::kReconfigure: {
         std::shared_ptr<Module> m = e->module;
         Status s = m->Reconfigure(p.config);
         e->reload_count++;
-        m_reloads_.Add({p.name});
+        m_reloads_.Add({p.name, s.ok() ? "ok" : "failed"});
         if (!s.ok()) {
           e->last_error = std::string(s.message());
           failures.push_back(e->last_error);
@@ -280,7 +295,7 @@ Status ModuleRegistry::Apply(const NodeConfig& next) {
         auto m = Module::Create(p.config, p.plugin, store_, metrics_, this);
         e->reload_count++;
         e->plugin_path = p.plugin->path().string();
-        m_reloads_.Add({p.name});
+        m_reloads_.Add({p.name, m.ok() ? "ok" : "failed"});
         if (!m.ok()) {
           e->last_error = std::string(m.status().message());
           failures.push_back(e->last_error);
@@ -311,18 +326,37 @@ Status ModuleRegistry::Apply(const NodeConfig& next) {
       if (!in_config && !it->second.module) {
         m_enabled_.Forget({it->first});
         m_healthy_.Forget({it->first});
+        m_reload_failed_.Forget({it->first});
         it = entries_.erase(it);
       } else {
         ++it;
       }
     }
   }
+  RefreshSnapshot();
   if (!failures.empty()) return absl::UnavailableError(Join(failures, "; "));
   return absl::OkStatus();
 }
 
 std::vector<ModuleInfo> ModuleRegistry::Describe() const {
-  auto reader = ReaderLock();
+  auto reader = TryReaderLock();
+  if (!reader.owns_lock()) {
+    std::lock_guard lock(snapshot_mu_);
+    return snapshot_;
+  }
+  auto out = DescribeLocked();
+  std::lock_guard lock(snapshot_mu_);
+  snapshot_ = out;
+  return out;
+}
+
+void ModuleRegistry::RefreshSnapshot() const {
+  auto out = DescribeLocked();
+  std::lock_guard lock(snapshot_mu_);
+  snapshot_ = std::move(out);
+}
+
+std::vector<ModuleInfo> ModuleRegistry::DescribeLocked() const {
   std::vector<std::pair<Entry, std::shared_ptr<Module>>> snapshot;
   {
     std::lock_guard lock(entries_mu_);
@@ -358,6 +392,7 @@ std::vector<ModuleInfo> ModuleRegistry::Describe() const {
       i.message = e.last_error;
     }
     m_healthy_.Set({i.name}, i.healthy ? 1 : 0);
+    m_reload_failed_.Set({i.name}, i.last_error.empty() ? 0 : 1);
     out.push_back(std::move(i));
   }
   return out;

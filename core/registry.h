@@ -87,9 +87,18 @@ class ModuleRegistry : public HostServices {
   std::shared_ptr<const ModuleSet> Current() const;
   std::shared_lock<std::shared_mutex> ReaderLock() const { return std::shared_lock(transition_mu_); }
 
+  // Never waits for a transition: while one holds the registry (a module's
+  // create() may wait on a cloud API for minutes), it answers the snapshot
+  // taken when the last transition ended, so that scrapes, probes and
+  // trellisctl keep answering. Otherwise it asks every running module's
+  // status() (which the ABI forbids during that module's reconfigure()).
   std::vector<ModuleInfo> Describe() const;
   // True when every enabled module runs and says it is healthy.
   bool AllHealthy(std::string* why) const;
+  // Like ReaderLock(), but does not wait: check owns_lock().
+  std::shared_lock<std::shared_mutex> TryReaderLock() const {
+    return std::shared_lock(transition_mu_, std::try_to_lock);
+  }
   const std::filesystem::path& plugin_dir() const { return plugin_dir_; }
 
   // Stops every module without removing its effects (daemon exit).
@@ -110,6 +119,9 @@ class ModuleRegistry : public HostServices {
     uint64_t reload_count = 0;
   };
   void Publish();
+  // Requires transition_mu_ held, shared or exclusive.
+  std::vector<ModuleInfo> DescribeLocked() const;
+  void RefreshSnapshot() const;  // DescribeLocked() into snapshot_
 
   const std::filesystem::path plugin_dir_;
   Store* store_;
@@ -121,7 +133,10 @@ class ModuleRegistry : public HostServices {
   std::map<std::string, Entry> entries_;
   std::shared_ptr<const ModuleSet> current_;
 
-  Metric m_load_failures_, m_reloads_, m_enabled_, m_healthy_;
+  mutable std::mutex snapshot_mu_;
+  mutable std::vector<ModuleInfo> snapshot_;  // the last complete Describe()
+
+  Metric m_load_failures_, m_reloads_, m_enabled_, m_healthy_, m_reload_failed_;
 };
 
 }  // namespace trellis

@@ -1,7 +1,8 @@
 // trellisctl: inspect and steer trellisd; validate configs and plugins offline.
 //
-// Exit codes: 0 success; 1 the answer is negative (invalid config, refused
-// plugin, not healthy, operation failed); 2 usage error; 3 trellisd unreachable.
+// Exit codes (core/ctl.h): 0 success; 1 the answer is negative (invalid
+// config, refused plugin, not live/ready, operation failed); 2 usage error
+// (also an argument the daemon refuses); 3 trellisd did not answer.
 #include <boost/program_options.hpp>
 #include <iostream>
 
@@ -19,13 +20,15 @@ int main(int argc, char** argv) {
       "  modules                     modules: state, plugin, version, health\n"
       "  pods                        pods: addresses, interfaces, modules applied\n"
       "  addresses                   addresses ipam holds, and for whom\n"
-      "  health [--ready]            exit 0 when trellisd is alive (and ready)\n"
+      "  health [--ready]            exit 0 when trellisd is live (and ready); for exec probes\n"
       "  log-level LEVEL             change the daemon's log level now\n"
       "  pool                        ENI pool: ENIs, IPs, owners, quota, errors\n"
       "  policy explain --from NS/POD --to NS/POD --port PORT/PROTO\n"
       "  secgroup diff | sync        security-group sync: what would change / sync now\n"
       "  plugin inspect FILE         what a plugin is, or why it would be refused (offline)\n"
       "  config validate PATH        check a node config and its modules (offline)\n\n"
+      "Exit codes: 0 ok; 1 negative answer (not ready, invalid, failed); 2 usage;\n"
+      "3 trellisd did not answer. With -o json stdout always holds one JSON document.\n\n"
       "Options");
   desc.add_options()
       ("help,h", "show this help")

@@ -244,6 +244,7 @@ bool Daemon::Start(std::string* why) {
     if (why) *why = "cannot spawn trellisd";
     return false;
   }
+  if (!opts_.wait) return true;
   bool ready = WaitFor(
       [&] {
         if (!Running()) return true;

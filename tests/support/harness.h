@@ -92,6 +92,7 @@ struct DaemonOptions {
   std::string metrics_addr;      // "" : none; "auto": a free loopback port
   std::vector<std::string> extra_args;
   bool wait_ready = true;        // false: Start() returns once the API answers
+  bool wait = true;              // false: Start() returns once the process is spawned
   // By default the daemon runs in a fresh "node" network namespace of its
   // own: its host routes, host veth ends and sysctls never touch the real
   // host or another test. host_netns runs it in the caller's namespace.
