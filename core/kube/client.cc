@@ -134,11 +134,11 @@ void Cancellation::Cancel() {
 // ------------------------------------------------------------------ TLS --
 
 struct Client::Tls {
-  X509_STORE* ca = nullptr;
+  std::vector<X509*> ca;  // the trusted CAs; empty: the system's
   X509* cert = nullptr;
   EVP_PKEY* key = nullptr;
   ~Tls() {
-    if (ca) X509_STORE_free(ca);
+    for (X509* x : ca) X509_free(x);
     if (cert) X509_free(cert);
     if (key) EVP_PKEY_free(key);
   }
@@ -156,17 +156,11 @@ StatusOr<std::unique_ptr<Client>> Client::Create(ClientOptions options) {
   const Connection& c = client->opts_.connection;
   auto& tls = *client->tls_;
   if (!c.ca_pem.empty()) {
-    tls.ca = X509_STORE_new();
     BIO* bio = BIO_new_mem_buf(c.ca_pem.data(), static_cast<int>(c.ca_pem.size()));
-    int n = 0;
-    while (X509* x = PEM_read_bio_X509(bio, nullptr, nullptr, nullptr)) {
-      X509_STORE_add_cert(tls.ca, x);
-      X509_free(x);
-      n++;
-    }
+    while (X509* x = PEM_read_bio_X509(bio, nullptr, nullptr, nullptr)) tls.ca.push_back(x);
     BIO_free(bio);
     ERR_clear_error();
-    if (n == 0) {
+    if (tls.ca.empty()) {
       return absl::InvalidArgumentError(c.origin + ": the CA bundle holds no PEM certificate");
     }
   }
@@ -294,12 +288,29 @@ std::unique_ptr<httplib::ClientImpl> Client::NewHttp(Millis connect, Millis read
     } else {
       ssl = std::make_unique<httplib::SSLClient>(c.host, c.port);
     }
-    if (tls_->ca != nullptr) {
-      // The SSL_CTX takes one reference; the store is shared by every client.
-      X509_STORE_up_ref(tls_->ca);
-      ssl->set_ca_cert_store(tls_->ca);
+    // OpenSSL verifies the chain and the name during the handshake, against
+    // a store of this client's own: cpp-httplib's verification would add the
+    // system's CAs to the trusted set (client-go trusts the configured CA
+    // only) and mutate a store shared between threads without a lock.
+    ssl->enable_server_certificate_verification(false);
+    if (!c.insecure_skip_verify) {
+      SSL_CTX* ctx = ssl->ssl_context();
+      X509_STORE* store = X509_STORE_new();
+      if (tls_->ca.empty()) {
+        X509_STORE_set_default_paths(store);
+      } else {
+        for (X509* x : tls_->ca) X509_STORE_add_cert(store, x);
+      }
+      SSL_CTX_set_cert_store(ctx, store);  // takes ownership
+      SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER, nullptr);
+      X509_VERIFY_PARAM* param = SSL_CTX_get0_param(ctx);
+      if (c.host.find_first_not_of("0123456789.") == std::string::npos ||
+          c.host.find(':') != std::string::npos) {
+        X509_VERIFY_PARAM_set1_ip_asc(param, c.host.c_str());
+      } else {
+        X509_VERIFY_PARAM_set1_host(param, c.host.c_str(), c.host.size());
+      }
     }
-    ssl->enable_server_certificate_verification(!c.insecure_skip_verify);
     http = std::move(ssl);
   } else {
     http = std::make_unique<httplib::ClientImpl>(c.host, c.port);
@@ -380,8 +391,12 @@ StatusOr<Json> Client::Do(const std::string& method, const std::string& verb,
                                            std::to_string(timeout.count()) + "ms");
       }
       if (shutdown_) return absl::CancelledError(what + ": the client is shutting down");
-      return absl::UnavailableError(what + " on " + opts_.connection.ServerUrl() + ": " +
-                                    httplib::to_string(res.error()));
+      std::string why = httplib::to_string(res.error());
+      if (res.error() == httplib::Error::SSLConnection) {
+        why += " (TLS handshake failed: is the server's certificate signed by the configured CA "
+               "and valid for " + opts_.connection.host + "?)";
+      }
+      return absl::UnavailableError(what + " on " + opts_.connection.ServerUrl() + ": " + why);
     }
     // A rotated token: the server refuses the old one before we re-read it.
     if (code == 401 && attempt == 0 && !opts_.connection.token_file.empty() &&
