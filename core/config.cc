@@ -161,6 +161,131 @@ void InheritEniCloudSettings(NodeConfig* cfg) {
   }
 }
 
+StatusOr<KubernetesConfig> ParseKubernetes(const Json& v) {
+  KubernetesConfig k;
+  if (v.is_null()) {
+    k.enabled = true;
+    return k;
+  }
+  if (v.is_boolean()) {
+    k.enabled = v.get<bool>();
+    return k;
+  }
+  if (!v.is_object()) return KeyError("kubernetes", "expected a map, got " + TypeName(v));
+  k.enabled = true;
+  auto str = [&](const std::string& key, const Json& x, std::string* out) -> Status {
+    if (!x.is_string()) return KeyError("kubernetes." + key, "expected a string, got " + TypeName(x));
+    *out = x.get<std::string>();
+    return absl::OkStatus();
+  };
+  auto dur = [&](const std::string& key, const Json& x, int64_t* out, int64_t min_ms) -> Status {
+    TRELLIS_ASSIGN_OR_RETURN(*out, ParseDurationMs(x, key));
+    if (*out < min_ms) {
+      return KeyError(key, "must be at least " + std::to_string(min_ms) + "ms");
+    }
+    return absl::OkStatus();
+  };
+  std::optional<double> qps, qps_alias;
+  std::optional<uint32_t> burst, burst_alias;
+  for (const auto& [key, x] : v.items()) {
+    const std::string path = "kubernetes." + key;
+    if (key == "enabled") {
+      if (!x.is_boolean()) return KeyError(path, "expected a boolean, got " + TypeName(x));
+      k.enabled = x.get<bool>();
+    } else if (key == "kubeconfig") {
+      TRELLIS_RETURN_IF_ERROR(str(key, x, &k.kubeconfig));
+    } else if (key == "context") {
+      TRELLIS_RETURN_IF_ERROR(str(key, x, &k.context));
+    } else if (key == "service_account_dir") {
+      TRELLIS_RETURN_IF_ERROR(str(key, x, &k.service_account_dir));
+    } else if (key == "node_name") {
+      TRELLIS_RETURN_IF_ERROR(str(key, x, &k.node_name));
+    } else if (key == "namespace") {
+      TRELLIS_RETURN_IF_ERROR(str(key, x, &k.config_namespace));
+    } else if (key == "node_config_label") {
+      TRELLIS_RETURN_IF_ERROR(str(key, x, &k.node_config_label));
+    } else if (key == "qps" || key == "kube_client_qps") {
+      if (!x.is_number() || x.get<double>() <= 0 || x.get<double>() > 10000) {
+        return KeyError(path, "expected a number of requests per second above 0 and up to 10000");
+      }
+      (key == "qps" ? qps : qps_alias) = x.get<double>();
+    } else if (key == "burst" || key == "kube_client_burst") {
+      if (!x.is_number_integer() || x.get<int64_t>() < 1 || x.get<int64_t>() > 100000) {
+        return KeyError(path, "expected an integer from 1 to 100000");
+      }
+      (key == "burst" ? burst : burst_alias) = x.get<uint32_t>();
+    } else if (key == "resync_period") {
+      TRELLIS_RETURN_IF_ERROR(dur(path, x, &k.resync_period_ms, 1000));
+    } else if (key == "request_timeout") {
+      TRELLIS_RETURN_IF_ERROR(dur(path, x, &k.request_timeout_ms, 100));
+    } else if (key == "pod_get_timeout") {
+      TRELLIS_RETURN_IF_ERROR(dur(path, x, &k.pod_get_timeout_ms, 10));
+    } else if (key == "sync_timeout") {
+      TRELLIS_RETURN_IF_ERROR(dur(path, x, &k.sync_timeout_ms, 0));
+    } else if (key == "events") {
+      if (!x.is_boolean()) return KeyError(path, "expected a boolean, got " + TypeName(x));
+      k.events = x.get<bool>();
+    } else if (key == "leader_election") {
+      auto& le = k.leader_election;
+      if (x.is_boolean()) {
+        le.enabled = x.get<bool>();
+        continue;
+      }
+      if (!x.is_object()) return KeyError(path, "expected a map or a boolean, got " + TypeName(x));
+      for (const auto& [lk, lv] : x.items()) {
+        const std::string lpath = path + "." + lk;
+        if (lk == "enabled") {
+          if (!lv.is_boolean()) return KeyError(lpath, "expected a boolean, got " + TypeName(lv));
+          le.enabled = lv.get<bool>();
+        } else if (lk == "lease_name") {
+          TRELLIS_RETURN_IF_ERROR(str("leader_election." + lk, lv, &le.lease_name));
+          static const std::regex kDns1123("^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$");
+          if (!std::regex_match(le.lease_name, kDns1123)) {
+            return KeyError(lpath, "'" + le.lease_name + "' is not a valid object name (RFC 1123)");
+          }
+        } else if (lk == "identity") {
+          TRELLIS_RETURN_IF_ERROR(str("leader_election." + lk, lv, &le.identity));
+        } else if (lk == "lease_duration") {
+          TRELLIS_RETURN_IF_ERROR(dur(lpath, lv, &le.lease_duration_ms, 1000));
+          if (le.lease_duration_ms % 1000 != 0) {
+            return KeyError(lpath, "a Lease counts whole seconds");
+          }
+        } else if (lk == "renew_deadline") {
+          TRELLIS_RETURN_IF_ERROR(dur(lpath, lv, &le.renew_deadline_ms, 100));
+        } else if (lk == "retry_period") {
+          TRELLIS_RETURN_IF_ERROR(dur(lpath, lv, &le.retry_period_ms, 50));
+        } else {
+          return KeyError(lpath, "unknown key (known: enabled, lease_name, identity, "
+                                 "lease_duration, renew_deadline, retry_period)");
+        }
+      }
+      if (le.renew_deadline_ms >= le.lease_duration_ms) {
+        return KeyError(path + ".renew_deadline", "must be shorter than lease_duration (" +
+                                                     std::to_string(le.lease_duration_ms) + "ms)");
+      }
+      if (le.retry_period_ms >= le.renew_deadline_ms) {
+        return KeyError(path + ".retry_period", "must be shorter than renew_deadline (" +
+                                                   std::to_string(le.renew_deadline_ms) + "ms)");
+      }
+    } else {
+      return KeyError(path,
+                      "unknown key (known: enabled, kubeconfig, context, service_account_dir, "
+                      "node_name, namespace, qps, burst, kube_client_qps, kube_client_burst, "
+                      "resync_period, request_timeout, pod_get_timeout, sync_timeout, "
+                      "node_config_label, events, leader_election)");
+    }
+  }
+  if (qps && qps_alias && *qps != *qps_alias) {
+    return KeyError("kubernetes.qps", "and kubernetes.kube_client_qps disagree; give one");
+  }
+  if (burst && burst_alias && *burst != *burst_alias) {
+    return KeyError("kubernetes.burst", "and kubernetes.kube_client_burst disagree; give one");
+  }
+  if (qps || qps_alias) k.qps = qps ? *qps : *qps_alias;
+  if (burst || burst_alias) k.burst = burst ? *burst : *burst_alias;
+  return k;
+}
+
 bool IsTerwayKey(const std::string& k) {
   return k == "eni_conf" || k == "qos_conf" || k == "security_conf" || k == "network_policy" ||
          k == "cni_conf";
@@ -239,8 +364,10 @@ StatusOr<NodeConfig> NodeConfigFromJson(const Json& doc, std::string_view origin
           return KeyError("datapath." + dk, "unknown key (known: mtu)");
         }
       }
+    } else if (k == "kubernetes") {
+      TRELLIS_ASSIGN_OR_RETURN(cfg.kubernetes, ParseKubernetes(v));
     } else {
-      return KeyError(k, "unknown key (known: modules, log_level, log_file, datapath)");
+      return KeyError(k, "unknown key (known: modules, log_level, log_file, datapath, kubernetes)");
     }
   }
   InheritEniCloudSettings(&cfg);
@@ -261,55 +388,205 @@ StatusOr<NodeConfig> ParseNodeConfig(std::string_view yaml_text, std::string_vie
   return cfg;
 }
 
-StatusOr<NodeConfig> LoadNodeConfig(const std::filesystem::path& path) {
-  std::error_code ec;
-  if (!std::filesystem::is_directory(path, ec)) {
-    TRELLIS_ASSIGN_OR_RETURN(std::string text, ReadFile(path));
-    return ParseNodeConfig(text, path.string());
+namespace {
+// Composes two RFC 7396 patches: applying the result equals applying `a`
+// then `b` (b's nulls stay, to delete from the target).
+void ComposePatch(Json& a, const Json& b) {
+  if (!b.is_object()) {
+    a = b;
+    return;
   }
-  // A ConfigMap directory: every key is a file (through the ..data symlink).
-  std::map<std::string, std::string> terway;
-  std::optional<std::string> own;
-  for (const auto& entry : std::filesystem::directory_iterator(path, ec)) {
-    std::string name = entry.path().filename().string();
-    if (name.starts_with(".")) continue;
-    if (name == kConfigMapKey) {
-      TRELLIS_ASSIGN_OR_RETURN(own, ReadFile(entry.path()));
-    } else if (IsTerwayKey(name)) {
-      TRELLIS_ASSIGN_OR_RETURN(terway[name], ReadFile(entry.path()));
+  if (!a.is_object()) a = Json::object();
+  for (const auto& [k, v] : b.items()) {
+    if (v.is_object() && a.contains(k) && a[k].is_object()) {
+      ComposePatch(a[k], v);
+    } else {
+      a[k] = v;
     }
   }
-  if (ec) return absl::NotFoundError("cannot list " + path.string() + ": " + ec.message());
-  if (!own && terway.empty()) {
-    return absl::NotFoundError(path.string() + ": no " + std::string(kConfigMapKey) +
+}
+}  // namespace
+
+StatusOr<Json> ConfigMapDataToDocument(const std::map<std::string, std::string>& data,
+                                       std::string_view origin,
+                                       std::vector<std::string>* warnings, bool as_patch) {
+  std::map<std::string, std::string> terway;
+  const std::string* own = nullptr;
+  for (const auto& [name, text] : data) {
+    if (name == kConfigMapKey) own = &text;
+    else if (IsTerwayKey(name)) terway[name] = text;
+  }
+  if (own == nullptr && terway.empty()) {
+    return absl::NotFoundError(std::string(origin) + ": no " + std::string(kConfigMapKey) +
                                " and no Terway keys (eni_conf, qos_conf, security_conf, "
                                "network_policy, cni_conf)");
   }
-  std::vector<std::string> warnings;
   Json doc = Json::object();
   if (!terway.empty()) {
-    auto mapped = TerwayToNodeConfig(terway, &warnings);
-    if (!mapped.ok()) return Annotate(mapped.status(), path.string());
+    auto mapped = TerwayToNodeConfig(terway, warnings);
+    if (!mapped.ok()) return Annotate(mapped.status(), origin);
     doc = *std::move(mapped);
   }
-  if (own) {
+  if (own != nullptr) {
     Json patch;
-    const std::string origin = (path / kConfigMapKey).string();
+    const std::string key = std::string(origin) + "/" + std::string(kConfigMapKey);
     try {
       patch = YamlToJson(YAML::Load(*own));
     } catch (const YAML::Exception& e) {
-      return absl::InvalidArgumentError(origin + ": invalid YAML at line " +
+      return absl::InvalidArgumentError(key + ": invalid YAML at line " +
                                         std::to_string(e.mark.line + 1) + ": " + e.msg);
     }
     if (!patch.is_null() && !patch.is_object()) {
-      return absl::InvalidArgumentError(origin + ": expected a map at the top");
+      return absl::InvalidArgumentError(key + ": expected a map at the top");
     }
-    if (patch.is_object()) doc.merge_patch(patch);
+    if (patch.is_object()) {
+      if (as_patch) ComposePatch(doc, patch);
+      else doc.merge_patch(patch);
+    }
   }
-  auto cfg = NodeConfigFromJson(doc, path.string());
-  if (!cfg.ok()) return Annotate(cfg.status(), path.string());
-  cfg->warnings = std::move(warnings);
+  return doc;
+}
+
+StatusOr<NodeConfigDocument> LoadNodeConfigDocument(const std::filesystem::path& path) {
+  NodeConfigDocument out;
+  out.origin = path.string();
+  std::error_code ec;
+  if (!std::filesystem::is_directory(path, ec)) {
+    TRELLIS_ASSIGN_OR_RETURN(std::string text, ReadFile(path));
+    try {
+      out.doc = YamlToJson(YAML::Load(text));
+    } catch (const YAML::Exception& e) {
+      return absl::InvalidArgumentError(path.string() + ": invalid YAML at line " +
+                                        std::to_string(e.mark.line + 1) + ", column " +
+                                        std::to_string(e.mark.column + 1) + ": " + e.msg);
+    }
+    return out;
+  }
+  // A ConfigMap directory: every key is a file (through the ..data symlink).
+  std::map<std::string, std::string> keys;
+  for (const auto& entry : std::filesystem::directory_iterator(path, ec)) {
+    std::string name = entry.path().filename().string();
+    if (name.starts_with(".")) continue;
+    if (name == kConfigMapKey || IsTerwayKey(name)) {
+      TRELLIS_ASSIGN_OR_RETURN(keys[name], ReadFile(entry.path()));
+    }
+  }
+  if (ec) return absl::NotFoundError("cannot list " + path.string() + ": " + ec.message());
+  TRELLIS_ASSIGN_OR_RETURN(out.doc, ConfigMapDataToDocument(keys, path.string(), &out.warnings));
+  return out;
+}
+
+StatusOr<NodeConfig> LoadNodeConfig(const std::filesystem::path& path) {
+  TRELLIS_ASSIGN_OR_RETURN(NodeConfigDocument d, LoadNodeConfigDocument(path));
+  auto cfg = NodeConfigFromJson(d.doc, d.origin);
+  if (!cfg.ok()) return Annotate(cfg.status(), d.origin);
+  cfg->warnings = std::move(d.warnings);
   return cfg;
+}
+
+NodeConfigDocument EmbeddedDefaultDocument() {
+  NodeConfigDocument d;
+  d.origin = "embedded default";
+  d.doc = YamlToJson(YAML::Load(std::string(EmbeddedDefaultConfigYaml())));
+  return d;
+}
+
+StatusOr<int64_t> ParseDurationMs(const Json& v, const std::string& key) {
+  if (v.is_number_integer() && v.get<int64_t>() >= 0) return v.get<int64_t>() * 1000;
+  if (v.is_number_float() && v.get<double>() >= 0) {
+    return static_cast<int64_t>(v.get<double>() * 1000);
+  }
+  if (v.is_string()) {
+    static const std::regex kDuration(R"(^([0-9]+(\.[0-9]+)?)(ms|s|m|h)?$)");
+    std::smatch m;
+    const std::string s = v.get<std::string>();
+    if (std::regex_match(s, m, kDuration)) {
+      double n = std::stod(m[1].str());
+      const std::string unit = m[3].str();
+      double mult = unit == "ms" ? 1 : unit == "m" ? 60000 : unit == "h" ? 3600000 : 1000;
+      return static_cast<int64_t>(n * mult);
+    }
+  }
+  return KeyError(key, "expected a duration like 500ms, 10s, 5m or a number of seconds");
+}
+
+namespace {
+// Visits every module's `config.ranges` array: fn(path, ranges).
+template <class Fn>
+Status ForEachRanges(Json* doc, Fn&& fn) {
+  if (!doc->is_object() || !doc->contains("modules") || !(*doc)["modules"].is_object()) {
+    return absl::OkStatus();
+  }
+  for (auto& [name, m] : (*doc)["modules"].items()) {
+    if (!m.is_object() || !m.contains("config") || !m["config"].is_object()) continue;
+    Json& cfg = m["config"];
+    if (!cfg.contains("ranges") || !cfg["ranges"].is_array()) continue;
+    TRELLIS_RETURN_IF_ERROR(fn("modules." + name + ".config.ranges", cfg["ranges"]));
+  }
+  return absl::OkStatus();
+}
+bool IsNodeRange(const Json& r) {
+  return r.is_object() && r.contains("subnet") && r["subnet"] == "node";
+}
+}  // namespace
+
+bool UsesNodeRanges(const Json& doc) {
+  Json copy = doc;
+  bool found = false;
+  ForEachRanges(&copy, [&](const std::string&, Json& ranges) {
+    for (const auto& r : ranges) found = found || IsNodeRange(r);
+    return absl::OkStatus();
+  }).IgnoreError();
+  return found;
+}
+
+Status ResolveNodeRanges(Json* doc, const std::optional<std::vector<std::string>>& pod_cidrs,
+                         std::string_view why_unknown) {
+  return ForEachRanges(doc, [&](const std::string& path, Json& ranges) -> Status {
+    Json out = Json::array();
+    for (size_t i = 0; i < ranges.size(); ++i) {
+      const Json& r = ranges[i];
+      if (!IsNodeRange(r)) {
+        out.push_back(r);
+        continue;
+      }
+      const std::string at = path + "[" + std::to_string(i) + "]";
+      int family = 0;
+      for (const auto& [k, v] : r.items()) {
+        if (k == "subnet") continue;
+        if (k == "family" && v.is_number_integer() && (v == 4 || v == 6)) {
+          family = v.get<int>();
+          continue;
+        }
+        if (k == "family") return KeyError(at + ".family", "expected 4 or 6");
+        return KeyError(at + "." + k,
+                        "not allowed with subnet: node (known: subnet, family); the Node's "
+                        "podCIDRs are used whole");
+      }
+      if (!pod_cidrs) {
+        return KeyError(at + ".subnet", "node: the Node's podCIDRs are not known (" +
+                                            std::string(why_unknown) + ")");
+      }
+      size_t added = 0;
+      for (const auto& cidr : *pod_cidrs) {
+        bool v6 = cidr.find(':') != std::string::npos;
+        if (family == 0 || (family == 6) == v6) {
+          out.push_back({{"subnet", cidr}});
+          added++;
+        }
+      }
+      if (added == 0) {
+        std::string have;
+        for (const auto& c : *pod_cidrs) have += (have.empty() ? "" : ", ") + c;
+        return KeyError(at + ".subnet",
+                        "node: the Node has no " +
+                            std::string(family == 0 ? "" : family == 4 ? "IPv4 " : "IPv6 ") +
+                            "podCIDR (spec.podCIDRs: [" + have + "])");
+      }
+    }
+    ranges = std::move(out);
+    return absl::OkStatus();
+  });
 }
 
 std::string_view EmbeddedDefaultConfigYaml() {
@@ -362,6 +639,14 @@ StatusOr<Json> TerwayToNodeConfig(const std::map<std::string, std::string>& keys
   if (keys.contains("eni_conf")) {
     TRELLIS_ASSIGN_OR_RETURN(Json eni, parse("eni_conf"));
     eni.erase("version");
+    // Terway keeps its API client limits in eni_conf; they belong to the host.
+    for (const auto& [from, to] : {std::pair{"kube_client_qps", "qps"},
+                                   std::pair{"kube_client_burst", "burst"}}) {
+      if (eni.contains(from)) {
+        doc["kubernetes"][to] = eni[from];
+        eni.erase(from);
+      }
+    }
     for (const char* k : {"access_key", "secret_key"}) {
       if (eni.contains(k) && eni[k].is_string() && eni[k].get<std::string>().empty()) eni.erase(k);
     }
@@ -427,9 +712,33 @@ Json NodeConfigToJson(const NodeConfig& cfg) {
   for (const auto& [name, m] : cfg.modules) {
     modules[name] = {{"enabled", m.enabled}, {"plugin", m.plugin}, {"config", m.config}};
   }
+  const KubernetesConfig& k = cfg.kubernetes;
+  const auto& le = k.leader_election;
+  Json kube = {{"enabled", k.enabled},
+               {"kubeconfig", k.kubeconfig},
+               {"context", k.context},
+               {"service_account_dir", k.service_account_dir},
+               {"node_name", k.node_name},
+               {"namespace", k.config_namespace},
+               {"qps", k.qps},
+               {"burst", k.burst},
+               {"resync_period_ms", k.resync_period_ms},
+               {"request_timeout_ms", k.request_timeout_ms},
+               {"pod_get_timeout_ms", k.pod_get_timeout_ms},
+               {"sync_timeout_ms", k.sync_timeout_ms},
+               {"node_config_label", k.node_config_label},
+               {"events", k.events},
+               {"leader_election",
+                {{"enabled", le.enabled},
+                 {"lease_name", le.lease_name},
+                 {"identity", le.identity},
+                 {"lease_duration_ms", le.lease_duration_ms},
+                 {"renew_deadline_ms", le.renew_deadline_ms},
+                 {"retry_period_ms", le.retry_period_ms}}}};
   return {{"log_level", cfg.log_level},
           {"log_file", cfg.log_file},
           {"datapath", {{"mtu", cfg.datapath.mtu}}},
+          {"kubernetes", kube},
           {"modules", modules}};
 }
 

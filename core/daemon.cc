@@ -5,15 +5,20 @@
 #include <sys/resource.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
+#include <condition_variable>
 #include <filesystem>
 #include <fstream>
 #include <sstream>
+#include <thread>
 
 #include "core/api_server.h"
 #include "core/config_watcher.h"
 #include "core/datapath/datapath.h"
 #include "core/http_server.h"
+#include "core/kube/connection.h"
+#include "core/kube/source.h"
 #include "core/log.h"
 #include "core/metrics.h"
 #include "core/pipeline.h"
@@ -78,6 +83,20 @@ ProcessStats ReadProcessStats() {
 
 class ApiService;
 
+// Module transitions reach the pipeline (pods) and the Kubernetes source
+// (namespaces, policies, the secgroup leader). The source goes first on a
+// start, so that existing pods are enforced with the API's policies loaded.
+class ModuleFanout : public ModuleObserver {
+ public:
+  explicit ModuleFanout(Daemon::Impl* d) : d_(d) {}
+  void ModuleStarted(Module& m) override;
+  void ModuleStopping(Module& m) override;
+  size_t PodCount() override;
+
+ private:
+  Daemon::Impl* d_;
+};
+
 struct Daemon::Impl {
   DaemonOptions opts;
   MetricsRegistry metrics;
@@ -89,6 +108,21 @@ struct Daemon::Impl {
   std::unique_ptr<ApiServer> api;
   std::unique_ptr<HttpServer> http;
   std::unique_ptr<ConfigWatcher> watcher;
+  std::unique_ptr<ModuleFanout> fanout;
+
+  // The Kubernetes API source, when the config has a kubernetes section.
+  // Swapped by the reload thread when that section changes.
+  mutable std::mutex kube_mu;
+  std::shared_ptr<KubeSource> kube;
+  KubernetesConfig kube_config;
+
+  // Reloads run on one thread, requested by the config watcher and by the
+  // Kubernetes source (the Node's podCIDRs, its config label, the per-node
+  // ConfigMap changed).
+  std::mutex reload_mu;
+  std::condition_variable reload_cv;
+  bool reload_pending = false, reload_stop = false;
+  std::thread reload_thread;
 
   std::mutex config_mu;
   Json applied_config;  // what the registry runs
@@ -104,11 +138,33 @@ struct Daemon::Impl {
   Status Live();
   Status Ready();
   void Reload();
+  void RequestReload();
+  void ReloadLoop();
   Status ApplyConfig(const NodeConfig& cfg, bool startup);
+  StatusOr<NodeConfigDocument> LoadBase();
+  // Starts, restarts or stops the Kubernetes source to match `k`.
+  Status EnsureKube(const KubernetesConfig& k, bool startup);
+  std::shared_ptr<KubeSource> Kube() const {
+    std::lock_guard lock(kube_mu);
+    return kube;
+  }
+  // The config to run: the base document, the per-node ConfigMap merged over
+  // it (RFC 7396), `{subnet: node}` ranges resolved from the Node.
+  StatusOr<NodeConfig> Effective(const NodeConfigDocument& base, const NodeConfig& parsed);
   v1::DaemonStatus StatusProto();
   Json DebugState();
   std::string Metrics();
 };
+
+void ModuleFanout::ModuleStarted(Module& m) {
+  if (auto k = d_->Kube()) k->ModuleStarted(m);
+  d_->pipeline->ModuleStarted(m);
+}
+void ModuleFanout::ModuleStopping(Module& m) {
+  d_->pipeline->ModuleStopping(m);
+  if (auto k = d_->Kube()) k->ModuleStopping(m);
+}
+size_t ModuleFanout::PodCount() { return d_->pipeline->PodCount(); }
 
 // ------------------------------------------------------------------ API --
 
@@ -237,8 +293,21 @@ Status Daemon::Start() { return impl_->Start(); }
 void Daemon::Stop() {
   if (!impl_) return;
   if (impl_->watcher) impl_->watcher->Stop();
+  {
+    std::lock_guard lock(impl_->reload_mu);
+    impl_->reload_stop = true;
+  }
+  impl_->reload_cv.notify_all();
+  if (impl_->reload_thread.joinable()) impl_->reload_thread.join();
   if (impl_->api) impl_->api->Stop();
   if (impl_->http) impl_->http->Stop();
+  // Before the modules: a graceful stop hands the secgroup Lease over.
+  if (auto k = impl_->Kube()) {
+    if (impl_->pipeline) impl_->pipeline->SetMetadataSource(nullptr);
+    k->Stop();
+    std::lock_guard lock(impl_->kube_mu);
+    impl_->kube.reset();
+  }
   if (impl_->registry) impl_->registry->Shutdown();
   impl_->watcher.reset();
   impl_->api.reset();
@@ -250,11 +319,133 @@ void Daemon::Stop() {
   impl_->store.reset();
 }
 
+StatusOr<NodeConfigDocument> Daemon::Impl::LoadBase() {
+  if (opts.config_path.empty()) return EmbeddedDefaultDocument();
+  return LoadNodeConfigDocument(opts.config_path);
+}
+
+Status Daemon::Impl::EnsureKube(const KubernetesConfig& k, bool startup) {
+  std::shared_ptr<KubeSource> old;
+  {
+    std::lock_guard lock(kube_mu);
+    if (k == kube_config && (kube != nullptr) == k.enabled) return absl::OkStatus();
+    old = kube;
+  }
+  if (old) {
+    spdlog::info("kubernetes: section changed, stopping the API source");
+    pipeline->SetMetadataSource(nullptr);
+    old->Stop();
+    std::lock_guard lock(kube_mu);
+    kube.reset();
+    kube_config = KubernetesConfig{};
+  }
+  if (!k.enabled) return absl::OkStatus();
+  auto next = std::make_shared<KubeSource>(k, kube::ProcessEnv(), store.get(), &metrics,
+                                           registry.get(), pipeline.get());
+  next->SetConfigInputsChanged([this] { RequestReload(); });
+  if (Status s = next->Start(); !s.ok()) {
+    next->Stop();
+    return s;
+  }
+  {
+    std::lock_guard lock(kube_mu);
+    kube = next;
+    kube_config = k;
+  }
+  pipeline->SetMetadataSource(next);
+  // The node config may depend on the Node (podCIDRs, its config label):
+  // wait for it, boundedly, before the config is computed.
+  auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(k.sync_timeout_ms);
+  if (!next->WaitForNode(deadline)) {
+    std::string why;
+    next->Node(&why);
+    spdlog::warn("kubernetes: the Node {} was not listed within {}ms{}{}; going on with what the "
+                 "state store remembers of it",
+                 next->node_name(), k.sync_timeout_ms, why.empty() ? "" : ": ", why);
+  }
+  if (!startup) {
+    // Modules running already get the API's objects now (on a start they
+    // get them when they start).
+    auto reader = registry->ReaderLock();
+    for (const auto& m : registry->Current()->all) {
+      if (m->has_policy() || m->has_secgroup()) {
+        // Outside a transition: feed through the module directly, holding the
+        // reader lock so it is not stopped meanwhile.
+        next->ModuleStarted(*m);
+      }
+    }
+  }
+  return absl::OkStatus();
+}
+
+StatusOr<NodeConfig> Daemon::Impl::Effective(const NodeConfigDocument& base,
+                                             const NodeConfig& parsed) {
+  Json doc = base.doc;
+  std::string origin = base.origin;
+  std::vector<std::string> warnings = base.warnings;
+  std::optional<std::vector<std::string>> cidrs;
+  std::string why = "the node config has no kubernetes section";
+  if (auto k = Kube()) {
+    std::string w;
+    if (auto ov = k->Override(&w)) {
+      const std::string where = "ConfigMap " + ov->ns + "/" + ov->name;
+      auto patch = ConfigMapDataToDocument(ov->data, where, &warnings, /*as_patch=*/true);
+      if (patch.ok()) {
+        if (patch->contains("kubernetes")) {
+          patch->erase("kubernetes");
+          warnings.push_back(where + ": a per-node ConfigMap cannot change the kubernetes "
+                             "section; that part is ignored");
+        }
+        doc.merge_patch(*patch);
+        origin += " + " + where + " (node label " + parsed.kubernetes.node_config_label + ")";
+      } else if (patch.status().code() == absl::StatusCode::kNotFound) {
+        warnings.push_back(std::string(patch.status().message()));
+      } else {
+        return patch.status();
+      }
+    }
+    if (!w.empty()) warnings.push_back(w);
+    if (auto n = k->Node(&w)) {
+      cidrs = n->pod_cidrs;
+    } else {
+      why = w;
+    }
+  }
+  if (Status s = ResolveNodeRanges(&doc, cidrs, why); !s.ok()) return Annotate(s, origin);
+  auto cfg = NodeConfigFromJson(doc, origin);
+  if (!cfg.ok()) return Annotate(cfg.status(), origin);
+  cfg->kubernetes = parsed.kubernetes;
+  cfg->warnings = std::move(warnings);
+  return cfg;
+}
+
+void Daemon::Impl::RequestReload() {
+  {
+    std::lock_guard lock(reload_mu);
+    reload_pending = true;
+  }
+  reload_cv.notify_all();
+}
+
+void Daemon::Impl::ReloadLoop() {
+  std::unique_lock lock(reload_mu);
+  while (true) {
+    reload_cv.wait(lock, [&] { return reload_stop || reload_pending; });
+    if (reload_stop) return;
+    reload_pending = false;
+    lock.unlock();
+    Reload();
+    lock.lock();
+  }
+}
+
 Status Daemon::Impl::Start() {
   // Config first: its log settings apply from the first line on.
-  StatusOr<NodeConfig> cfg = opts.config_path.empty() ? StatusOr<NodeConfig>(EmbeddedDefaultConfig())
-                                                      : LoadNodeConfig(opts.config_path);
-  if (!cfg.ok()) return cfg.status();
+  auto base = LoadBase();
+  if (!base.ok()) return base.status();
+  StatusOr<NodeConfig> cfg = NodeConfigFromJson(base->doc, base->origin);
+  if (!cfg.ok()) return Annotate(cfg.status(), base->origin);
+  cfg->warnings = base->warnings;
   std::string level = opts.log_level.empty() ? cfg->log_level : opts.log_level;
   TRELLIS_RETURN_IF_ERROR(SetupLogging(level, cfg->log_file));
   current_log_file = cfg->log_file;
@@ -299,7 +490,8 @@ Status Daemon::Impl::Start() {
   registry = std::make_unique<ModuleRegistry>(opts.plugin_dir, store.get(), &metrics);
   pipeline = std::make_unique<PodPipeline>(store.get(), registry.get(), datapath.get(), &metrics);
   pipeline->SetDefaultMtu(cfg->datapath.mtu);
-  registry->SetObserver(pipeline.get());
+  fanout = std::make_unique<ModuleFanout>(this);
+  registry->SetObserver(fanout.get());
   service = std::make_unique<ApiService>(this);
   api = std::make_unique<ApiServer>(opts.socket_path, service.get());
 
@@ -315,18 +507,41 @@ Status Daemon::Impl::Start() {
     spdlog::info("metrics and health endpoint on {} (port {})", opts.metrics_addr, http->port());
   }
 
-  TRELLIS_RETURN_IF_ERROR(ApplyConfig(*cfg, /*startup=*/true));
+  auto kube_started = std::chrono::steady_clock::now();
+  TRELLIS_RETURN_IF_ERROR(EnsureKube(cfg->kubernetes, /*startup=*/true));
+  auto effective = Effective(*base, *cfg);
+  if (!effective.ok()) return effective.status();
+  if (effective->origin != cfg->origin) spdlog::info("node config: {}", effective->origin);
+  for (const auto& w : effective->warnings) {
+    if (std::find(cfg->warnings.begin(), cfg->warnings.end(), w) == cfg->warnings.end()) {
+      spdlog::warn("config: {}", w);
+    }
+  }
+  pipeline->SetDefaultMtu(effective->datapath.mtu);
+  TRELLIS_RETURN_IF_ERROR(ApplyConfig(*effective, /*startup=*/true));
 
   // The API (and with it CNI DEL/CHECK) starts only once the modules run:
   // a DEL answered without them would drop a pod's record and leak its
   // address. Until then the `trellis` binary answers "try again later".
   TRELLIS_RETURN_IF_ERROR(api->Start());
 
+  if (auto k = Kube()) {
+    // Policies and namespaces before the first pod: a pod selected by an
+    // API policy is enforced from its first packet. Bounded: a dead API
+    // server must not keep the node from starting pods.
+    auto deadline = kube_started + std::chrono::milliseconds(cfg->kubernetes.sync_timeout_ms);
+    if (!k->WaitForSync(deadline)) {
+      spdlog::warn("kubernetes: not every resource was listed within {}ms; ADDs fall back to the "
+                   "CNI args until they are",
+                   cfg->kubernetes.sync_timeout_ms);
+    }
+  }
   if (Status s = pipeline->Reconcile(); !s.ok()) spdlog::error("{}", s.message());
   pipeline->SetReady(true);
 
+  reload_thread = std::thread([this] { ReloadLoop(); });
   if (!opts.config_path.empty()) {
-    watcher = std::make_unique<ConfigWatcher>(opts.config_path, [this] { Reload(); });
+    watcher = std::make_unique<ConfigWatcher>(opts.config_path, [this] { RequestReload(); });
     TRELLIS_RETURN_IF_ERROR(watcher->Start());
   }
   spdlog::info("trellisd ready");
@@ -371,16 +586,25 @@ Status Daemon::Impl::ApplyConfig(const NodeConfig& cfg, bool startup) {
 }
 
 void Daemon::Impl::Reload() {
-  auto cfg = LoadNodeConfig(opts.config_path);
-  if (!cfg.ok()) {
+  auto refuse = [&](const Status& s) {
     std::lock_guard lock(config_mu);
-    last_config_error = std::string(cfg.status().message());
+    last_config_error = std::string(s.message());
     m_reloads.Add({"invalid"});
     m_reload_ok.Set({}, 0);
-    spdlog::error("new node config refused, the running config stays in force: {}",
-                  cfg.status().message());
-    return;
+    spdlog::error("new node config refused, the running config stays in force: {}", s.message());
+  };
+  auto base = LoadBase();
+  if (!base.ok()) return refuse(base.status());
+  auto parsed = NodeConfigFromJson(base->doc, base->origin);
+  if (!parsed.ok()) return refuse(Annotate(parsed.status(), base->origin));
+  if (Status s = EnsureKube(parsed->kubernetes, /*startup=*/false); !s.ok()) {
+    // The API source is off now (its section is wrong); the rest applies.
+    spdlog::error("kubernetes: {}", s.message());
+    std::lock_guard lock(config_mu);
+    last_config_error = std::string(s.message());
   }
+  auto cfg = Effective(*base, *parsed);
+  if (!cfg.ok()) return refuse(cfg.status());
   {
     std::lock_guard lock(config_mu);
     // Nothing new. But when a refused edit was reverted, apply again (every
@@ -480,10 +704,13 @@ Json Daemon::Impl::DebugState() {
       if (auto st = eni->EniPoolStatus(); st.ok()) pool = *st;
     }
   }
+  Json kubernetes = nullptr;
+  if (auto k = Kube()) kubernetes = k->Describe();
   return Redact(Json{{"daemon", Json::parse(status_json, nullptr, false)},
                      {"modules", modules},
                      {"pods", pods},
-                     {"pool", pool}});
+                     {"pool", pool},
+                     {"kubernetes", kubernetes}});
 }
 
 std::string Daemon::Impl::Metrics() {
@@ -491,6 +718,7 @@ std::string Daemon::Impl::Metrics() {
   m_refused.Set({}, static_cast<double>(api ? api->refused_peers() : 0));
   m_ready.Set({}, Ready().ok() ? 1 : 0);  // also refreshes the module health gauges
   pipeline->Pods();                       // refreshes the pod gauges
+  if (auto k = Kube()) k->RefreshMetrics();
   ProcessStats p = ReadProcessStats();
   m_cpu.Set({}, p.cpu_seconds);
   m_start_time.Set({}, p.start_time);

@@ -53,6 +53,8 @@ Json PodRecord::ToJson() const {
           {"host_mac", host_mac},         {"k8s_namespace", k8s_namespace},
           {"k8s_name", k8s_name},         {"k8s_uid", k8s_uid},
           {"labels", labels},             {"annotations", annotations},
+          {"cni_labels", cni_labels},     {"cni_annotations", cni_annotations},
+          {"metadata_source", metadata_source},
           {"runtime_config", runtime_config}, {"cni_args", cni_args},
           {"mtu", mtu},                   {"addresses", addrs},
           {"applied", applied},           {"result", result},
@@ -74,6 +76,10 @@ StatusOr<PodRecord> PodRecord::FromJson(const Json& j) {
     r.k8s_uid = j.value("k8s_uid", "");
     r.labels = j.value("labels", sdk::Labels{});
     r.annotations = j.value("annotations", sdk::Labels{});
+    // Records written before the cluster source existed hold CNI metadata only.
+    r.cni_labels = j.value("cni_labels", r.labels);
+    r.cni_annotations = j.value("cni_annotations", r.annotations);
+    r.metadata_source = j.value("metadata_source", "cni-args");
     r.runtime_config = j.value("runtime_config", Json::object());
     r.cni_args = j.value("cni_args", Json::object());
     r.mtu = j.value("mtu", 1500u);
@@ -182,6 +188,13 @@ PodPipeline::PodPipeline(Store* store, ModuleRegistry* registry, Datapath* datap
       id.ok()) {
     m_duration_ = Metric(metrics, *id);
   }
+  if (auto id = metrics->Register(MetricType::kCounter, "trellis_pod_metadata_lookups_total",
+                                  "Where ADD took pod labels and annotations from: api-cache, "
+                                  "api-get, cni-args (no cluster source or it could not answer).",
+                                  {"source"});
+      id.ok()) {
+    m_metadata_ = Metric(metrics, *id);
+  }
   if (auto id = metrics->Register(MetricType::kGauge, "trellis_pods",
                                   "Pod attachments the node holds, by state.", {"state"});
       id.ok()) {
@@ -275,15 +288,57 @@ sdk::Labels KvList(const Json& j) {
   }
   return out;
 }
+
+sdk::Labels Merge(const sdk::Labels& base, const sdk::Labels& over) {
+  sdk::Labels out = base;
+  for (const auto& [k, v] : over) out[k] = v;
+  return out;
+}
+
+// Why a step failed, as the reason of a Kubernetes Event.
+const char* FailureReason(const std::string& step) {
+  if (step == "ipam") return "IPAllocationFailed";
+  if (step == "datapath") return "DatapathSetupFailed";
+  if (step == "qos") return "QoSSetupFailed";
+  if (step == "policy") return "NetworkPolicySetupFailed";
+  return "NetworkSetupFailed";
+}
 }  // namespace
+
+void PodPipeline::SetMetadataSource(std::shared_ptr<PodMetadataSource> source) {
+  std::lock_guard lock(source_mu_);
+  source_ = std::move(source);
+}
+
+std::shared_ptr<PodMetadataSource> PodPipeline::MetadataSource() const {
+  std::lock_guard lock(source_mu_);
+  return source_;
+}
 
 PodPipeline::Outcome PodPipeline::Add(const v1::CniRequest& req, const cni::NetConf& conf,
                                       const cni::PodArgs& args) {
   Outcome out;
+  std::string step = "setup";
+  auto source = MetadataSource();
   auto fail = [&](uint32_t code, const std::string& msg) {
     out.error = {code, msg, ""};
+    if (source && code != cni::kTryAgainLater) {
+      source->SetupFailed(args.k8s_namespace, args.k8s_name, args.k8s_uid, FailureReason(step), msg);
+    }
     return out;
   };
+  // The cluster's view of the pod, fetched before any lock is taken: a cache
+  // hit costs nothing, a miss one GET bounded by the source's timeout.
+  std::optional<ClusterPodMetadata> cluster;
+  std::string cluster_error;
+  if (source && !args.k8s_name.empty()) {
+    auto md = source->Lookup(args.k8s_namespace, args.k8s_name, args.k8s_uid);
+    if (md.ok()) {
+      cluster = *std::move(md);
+    } else {
+      cluster_error = std::string(md.status().message());
+    }
+  }
   // Lock order: registry reader lock, then the pod's lock (transitions hold
   // the registry exclusively and never wait for a pod lock).
   auto reader = registry_->ReaderLock();
@@ -322,8 +377,21 @@ PodPipeline::Outcome PodPipeline::Add(const v1::CniRequest& req, const cni::NetC
   rec.k8s_namespace = args.k8s_namespace;
   rec.k8s_name = args.k8s_name;
   rec.k8s_uid = args.k8s_uid;
-  rec.labels = conf.labels;
-  rec.annotations = KvList(conf.runtime_config.value("io.kubernetes.cri.pod-annotations", Json()));
+  rec.cni_labels = conf.labels;
+  rec.cni_annotations = KvList(conf.runtime_config.value("io.kubernetes.cri.pod-annotations", Json()));
+  rec.labels = rec.cni_labels;
+  rec.annotations = rec.cni_annotations;
+  if (cluster) {
+    // Both sources merge; the cluster wins where they disagree.
+    rec.labels = Merge(rec.cni_labels, cluster->labels);
+    rec.annotations = Merge(rec.cni_annotations, cluster->annotations);
+    rec.metadata_source = cluster->source;
+  } else if (source && !args.k8s_name.empty()) {
+    spdlog::warn("pod {}/{}: no metadata from the cluster ({}); using the labels and annotations "
+                 "of the CNI args",
+                 args.k8s_namespace, args.k8s_name, cluster_error);
+  }
+  m_metadata_.Add({rec.metadata_source});
   rec.runtime_config = conf.runtime_config;
   rec.cni_args = conf.args;
   rec.mtu = default_mtu_;
@@ -348,9 +416,13 @@ PodPipeline::Outcome PodPipeline::Add(const v1::CniRequest& req, const cni::NetC
     cni::Error e = ToCniError(cause, code);
     e.msg = msg;
     out.error = e;
+    if (source && e.code != cni::kTryAgainLater) {
+      source->SetupFailed(rec.k8s_namespace, rec.k8s_name, rec.k8s_uid, FailureReason(step), msg);
+    }
     return out;
   };
 
+  step = "ipam";
   {
     sdk::Pod pod = rec.ToSdk();
     sdk::PodView view(pod);
@@ -363,6 +435,7 @@ PodPipeline::Outcome PodPipeline::Add(const v1::CniRequest& req, const cni::NetC
     rec.addresses = *std::move(addrs);
     rec.applied.push_back("ipam");
   }
+  step = "datapath";
   {
     auto st = datapath_->Setup(Spec(rec));
     if (!st.ok()) return undo(st.status(), cni::kDatapathFailure);
@@ -372,16 +445,19 @@ PodPipeline::Outcome PodPipeline::Add(const v1::CniRequest& req, const cni::NetC
   }
   sdk::Pod pod = rec.ToSdk();
   sdk::PodView view(pod);
+  step = "qos";
   if (set->qos) {
     if (Status s = set->qos->QosApply(*view.get()); !s.ok()) return undo(s, cni::kModuleFailure);
     rec.applied.push_back("qos");
   }
+  step = "policy";
   if (set->policy) {
     if (Status s = set->policy->PolicyUpsertPod(*view.get()); !s.ok()) {
       return undo(s, cni::kModuleFailure);
     }
     rec.applied.push_back("policy");
   }
+  step = "commit";
   rec.result = BuildResult(rec, conf);
   rec.state = "ready";
   if (Status s = Save(rec); !s.ok()) return undo(s, cni::kTryAgainLater);
@@ -621,6 +697,79 @@ Status PodPipeline::Reconcile() {
     return absl::UnavailableError("reconcile incomplete: " + msg);
   }
   return absl::OkStatus();
+}
+
+StatusOr<size_t> PodPipeline::UpdatePodMetadata(const std::string& ns, const std::string& name,
+                                                const std::string& uid, const sdk::Labels& labels,
+                                                const sdk::Labels& annotations) {
+  TRELLIS_ASSIGN_OR_RETURN(auto rows, store_->ListPods());
+  size_t changed = 0;
+  std::vector<std::string> errors;
+  for (const auto& row : rows) {
+    if (row.state != "ready") continue;
+    auto listed = PodRecord::FromJson(Json::parse(row.record, nullptr, false));
+    if (!listed.ok() || listed->k8s_namespace != ns || listed->k8s_name != name) continue;
+    if (!uid.empty() && !listed->k8s_uid.empty() && listed->k8s_uid != uid) continue;
+    // Lock order as for CNI requests; the record is read again under the
+    // pod's lock, since a DEL or ADD may have run since the listing.
+    auto reader = registry_->ReaderLock();
+    auto guard = locks_->Lock(row.container_id, row.ifname);
+    auto set = registry_->Current();
+    auto fresh = store_->GetPod(row.container_id, row.ifname);
+    if (!fresh.ok()) {
+      errors.emplace_back(fresh.status().message());
+      continue;
+    }
+    if (!fresh->has_value() || (*fresh)->state != "ready") continue;
+    auto rec = PodRecord::FromJson(Json::parse((*fresh)->record, nullptr, false));
+    if (!rec.ok()) continue;
+    rec->state = "ready";
+    sdk::Labels next_labels = Merge(rec->cni_labels, labels);
+    sdk::Labels next_annotations = Merge(rec->cni_annotations, annotations);
+    bool labels_changed = next_labels != rec->labels;
+    bool annotations_changed = next_annotations != rec->annotations;
+    if (!labels_changed && !annotations_changed) {
+      if (rec->metadata_source == "cni-args") {
+        rec->metadata_source = "api-watch";
+        Save(*rec).IgnoreError();
+      }
+      continue;
+    }
+    PodRecord next = *rec;
+    next.labels = std::move(next_labels);
+    next.annotations = std::move(next_annotations);
+    next.metadata_source = "api-watch";
+    sdk::Pod pod = next.ToSdk();
+    sdk::PodView view(pod);
+    std::string who = ns + "/" + name + " (" + row.container_id.substr(0, 12) + ")";
+    Status s = absl::OkStatus();
+    if (labels_changed && set->policy) {
+      s = set->policy->PolicyUpsertPod(*view.get());
+      if (s.ok() && !next.Applied("policy")) next.applied.push_back("policy");
+    }
+    if (s.ok() && annotations_changed && set->qos) {
+      s = set->qos->QosApply(*view.get());
+      if (s.ok() && !next.Applied("qos")) next.applied.push_back("qos");
+    }
+    if (!s.ok()) {
+      errors.push_back("pod " + who + ": " + std::string(s.message()));
+      continue;
+    }
+    if (Status saved = Save(next); !saved.ok()) {
+      errors.push_back("pod " + who + ": " + std::string(saved.message()));
+      continue;
+    }
+    spdlog::info("pod {}: {}{}{} updated from the cluster", who, labels_changed ? "labels" : "",
+                 labels_changed && annotations_changed ? " and " : "",
+                 annotations_changed ? "annotations" : "");
+    changed++;
+  }
+  if (!errors.empty()) {
+    std::string msg;
+    for (const auto& e : errors) msg += (msg.empty() ? "" : "; ") + e;
+    return absl::UnavailableError(msg);
+  }
+  return changed;
 }
 
 StatusOr<std::vector<PodRecord>> PodPipeline::Pods() {

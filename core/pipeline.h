@@ -16,6 +16,7 @@
 #include "core/config.h"
 #include "core/datapath/datapath.h"
 #include "core/metrics.h"
+#include "core/pod_source.h"
 #include "core/proto/trellis.pb.h"
 #include "core/registry.h"
 #include "core/status.h"
@@ -28,7 +29,11 @@ struct PodRecord {
   std::string state;  // intent | ready
   std::string container_id, ifname, netns, network, host_ifname, mac, host_mac;
   std::string k8s_namespace, k8s_name, k8s_uid;
-  sdk::Labels labels, annotations;
+  sdk::Labels labels, annotations;  // what modules see: CNI args merged with the cluster's
+  // What the CNI args said (args.cni.labels, containerd's pod-annotations):
+  // kept apart so that a live update from the cluster merges over them again.
+  sdk::Labels cni_labels, cni_annotations;
+  std::string metadata_source = "cni-args";  // cni-args | api-cache | api-get | api-watch
   Json runtime_config = Json::object();
   Json cni_args = Json::object();
   uint32_t mtu = 1500;
@@ -62,6 +67,21 @@ class PodPipeline : public ModuleObserver {
 
   StatusOr<std::vector<PodRecord>> Pods();
 
+  // Where pod metadata comes from besides the CNI args (the Kubernetes API
+  // source), or nullptr. May be swapped at any time.
+  void SetMetadataSource(std::shared_ptr<PodMetadataSource> source);
+
+  // A running pod's labels or annotations changed in the cluster: merges them
+  // over its CNI-args metadata in every attachment of the pod (namespace/name,
+  // and uid when both sides know it) and, in place, re-runs policy.pod_upsert
+  // when the labels changed and qos.apply when the annotations did. The
+  // record is saved only when the modules took the change, so a later call
+  // with the same metadata (a resync) retries. Nothing else of the pod is
+  // touched. Returns how many attachments changed.
+  StatusOr<size_t> UpdatePodMetadata(const std::string& ns, const std::string& name,
+                                     const std::string& uid, const sdk::Labels& labels,
+                                     const sdk::Labels& annotations);
+
   // ModuleObserver
   void ModuleStarted(Module& m) override;
   void ModuleStopping(Module& m) override;
@@ -86,13 +106,17 @@ class PodPipeline : public ModuleObserver {
   PodInterfaceSpec Spec(const PodRecord& rec) const;
   Status Save(const PodRecord& rec);
 
+  std::shared_ptr<PodMetadataSource> MetadataSource() const;
+
   Store* store_;
   ModuleRegistry* registry_;
+  mutable std::mutex source_mu_;
+  std::shared_ptr<PodMetadataSource> source_;
   Datapath* datapath_;
   std::unique_ptr<LockTable> locks_;
   std::atomic<uint32_t> default_mtu_{1500};
   std::atomic<bool> ready_{false};
-  Metric m_requests_, m_duration_, m_pods_;
+  Metric m_requests_, m_duration_, m_pods_, m_metadata_;
 };
 
 // A failed Status as a CNI error with a code the runtime can act on.
