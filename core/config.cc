@@ -713,6 +713,8 @@ Json NodeConfigToJson(const NodeConfig& cfg) {
     modules[name] = {{"enabled", m.enabled}, {"plugin", m.plugin}, {"config", m.config}};
   }
   const KubernetesConfig& k = cfg.kubernetes;
+  // Durations as the parser reads them: the document parses back to `cfg`.
+  auto Ms = [](int64_t ms) { return std::to_string(ms) + "ms"; };
   const auto& le = k.leader_election;
   Json kube = {{"enabled", k.enabled},
                {"kubeconfig", k.kubeconfig},
@@ -722,19 +724,19 @@ Json NodeConfigToJson(const NodeConfig& cfg) {
                {"namespace", k.config_namespace},
                {"qps", k.qps},
                {"burst", k.burst},
-               {"resync_period_ms", k.resync_period_ms},
-               {"request_timeout_ms", k.request_timeout_ms},
-               {"pod_get_timeout_ms", k.pod_get_timeout_ms},
-               {"sync_timeout_ms", k.sync_timeout_ms},
+               {"resync_period", Ms(k.resync_period_ms)},
+               {"request_timeout", Ms(k.request_timeout_ms)},
+               {"pod_get_timeout", Ms(k.pod_get_timeout_ms)},
+               {"sync_timeout", Ms(k.sync_timeout_ms)},
                {"node_config_label", k.node_config_label},
                {"events", k.events},
                {"leader_election",
                 {{"enabled", le.enabled},
                  {"lease_name", le.lease_name},
                  {"identity", le.identity},
-                 {"lease_duration_ms", le.lease_duration_ms},
-                 {"renew_deadline_ms", le.renew_deadline_ms},
-                 {"retry_period_ms", le.retry_period_ms}}}};
+                 {"lease_duration", Ms(le.lease_duration_ms)},
+                 {"renew_deadline", Ms(le.renew_deadline_ms)},
+                 {"retry_period", Ms(le.retry_period_ms)}}}};
   return {{"log_level", cfg.log_level},
           {"log_file", cfg.log_file},
           {"datapath", {{"mtu", cfg.datapath.mtu}}},

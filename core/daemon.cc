@@ -717,7 +717,7 @@ std::string Daemon::Impl::Metrics() {
   m_store_errors.Set({}, static_cast<double>(store->error_count()));
   m_refused.Set({}, static_cast<double>(api ? api->refused_peers() : 0));
   m_ready.Set({}, Ready().ok() ? 1 : 0);  // also refreshes the module health gauges
-  pipeline->Pods();                       // refreshes the pod gauges
+  (void)pipeline->Pods();                 // refreshes the pod gauges
   if (auto k = Kube()) k->RefreshMetrics();
   ProcessStats p = ReadProcessStats();
   m_cpu.Set({}, p.cpu_seconds);

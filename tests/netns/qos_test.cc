@@ -313,8 +313,10 @@ TEST_F(Qos, InvalidValuesAreRefusedNamingTheField) {
     EXPECT_EQ(j.value("code", 0), 7) << r.out;
     EXPECT_NE(j.value("msg", "").find(c.want), std::string::npos) << r.out;
   }
-  // Nothing was left behind by the refused ADDs.
-  EXPECT_EQ(daemon_->NodeExec("ip -br link | grep -c '^tr'").out, "0\n");
+  // Nothing was left behind by the refused ADDs (rollback hands the host
+  // veths to the datapath's asynchronous reaper).
+  EXPECT_TRUE(WaitFor([&] { return daemon_->NodeExec("ip -br link | grep -c '^tr'").out == "0\n"; }))
+      << daemon_->NodeExec("ip -br link").out;
   EXPECT_FALSE(HasLink("tqos-egress"));
   // An invalid module config is refused with the key, the old one stays.
   Rewrite(R"({default_egress_bandwidth: fast})");

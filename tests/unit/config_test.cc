@@ -203,7 +203,7 @@ TEST(ParseNodeConfig, ErrorsNameTheKey) {
   EXPECT_EQ(ConfigError("log_level: loud"),
             "node.yaml: log_level: expected one of trace, debug, info, warn, error");
   EXPECT_EQ(ConfigError("colour: blue"),
-            "node.yaml: colour: unknown key (known: modules, log_level, log_file, datapath)");
+            "node.yaml: colour: unknown key (known: modules, log_level, log_file, datapath, kubernetes)");
   EXPECT_EQ(ConfigError("- a\n- b\n"), "node.yaml: expected a map at the top, got a list");
   EXPECT_EQ(ConfigError(""), "node.yaml: the config is empty");
   std::string unclosed = ConfigError("modules: {qos: {enabled: true}");
@@ -386,10 +386,14 @@ TEST(Terway, GuideConfigMapsMapOntoModules) {
             Json({{"terway_network_policy", Json::parse(kNetworkPolicy)},
                   {"network_isolation", sec["network_isolation"]}}));
 
-  // security_conf.security_group_sync -> secgroup, enabled by its `enable`.
+  // security_conf.security_group_sync -> secgroup, enabled by its `enable`;
+  // the group and the region come from eni_conf, where Terway names them.
   ASSERT_TRUE(cfg->Enabled("secgroup"));
   EXPECT_EQ(cfg->modules.at("secgroup").config,
-            Json({{"sync_interval", 300}, {"rules", sec["security_group_sync"]["rules"]}}));
+            Json({{"sync_interval", 300},
+                  {"rules", sec["security_group_sync"]["rules"]},
+                  {"security_groups", {eni["security_group"]}},
+                  {"region", eni["region"]}}));
 
   // cni_conf: the log settings.
   EXPECT_EQ(cfg->log_level, "info");

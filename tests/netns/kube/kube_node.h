@@ -60,8 +60,10 @@ class KubeNode {
       yaml += "  recorder: {plugin: kube_recorder, config: {" + setup.recorder_config +
               "log: " + log_.string() + "}}\n";
     }
-    yaml += "kubernetes:\n  kubeconfig: " + (dir_ / "kubeconfig").string() +
-            "\n  sync_timeout: 10s\n  resync_period: 1h\n  pod_get_timeout: 500ms\n"
+    yaml += "kubernetes:\n  kubeconfig: " + (dir_ / "kubeconfig").string() + "\n";
+    // Duplicate keys are refused: a test's own sync_timeout replaces ours.
+    if (setup.kube.find("sync_timeout:") == std::string::npos) yaml += "  sync_timeout: 10s\n";
+    yaml += "  resync_period: 1h\n  pod_get_timeout: 500ms\n"
             "  leader_election: {lease_duration: 3s, renew_deadline: 2s, retry_period: 200ms}\n" +
             setup.kube;
     std::ofstream(dir_ / "trellis.yaml") << yaml;
