@@ -30,7 +30,7 @@ std::chrono::milliseconds DefaultTimeout(const std::string& command) {
 
 }  // namespace
 
-int main() {
+int Run() {
   std::string input((std::istreambuf_iterator<char>(std::cin)), std::istreambuf_iterator<char>());
   // The version to answer in, as far as the input tells it.
   std::string version = cni::kLatestVersion;
@@ -62,7 +62,10 @@ int main() {
   const uint32_t unreachable = cmd == "STATUS" ? cni::kNotAvailable : cni::kTryAgainLater;
 
   std::string error;
-  auto channel = trellis::ConnectUnix(conf.socket, 2s, &error);
+  // Static: main() leaves with _Exit, so neither the channel nor gRPC's
+  // threads are torn down (that took longer than the call itself).
+  static std::shared_ptr<grpc::Channel> channel;
+  channel = trellis::ConnectUnix(conf.socket, 2s, &error);
   if (!channel) return Fail({unreachable, error, ""}, conf.cni_version);
 
   trellis::v1::CniRequest req;
@@ -105,4 +108,13 @@ int main() {
     std::cout << cni::ConvertResult(result, conf.cni_version).dump() << std::endl;
   }
   return 0;
+}
+
+int main() {
+  int rc = Run();
+  std::cout.flush();
+  std::fflush(stdout);
+  // Everything the process holds goes with it; the daemon sees the socket
+  // close. Only stdout carries the result, and it is flushed.
+  std::_Exit(rc);
 }

@@ -14,8 +14,8 @@ ConflistRunner::ConflistRunner(nlohmann::json conflist, std::vector<std::filesys
 nlohmann::json ConflistRunner::PluginConfig(const nlohmann::json& plugin, const Attachment& a,
                                             const nlohmann::json& prev) const {
   nlohmann::json c = plugin;
-  c["name"] = conflist_["name"];
-  c["cniVersion"] = conflist_["cniVersion"];
+  c["name"] = conflist_.at("name");
+  c["cniVersion"] = conflist_.at("cniVersion");
   if (!prev.is_null()) c["prevResult"] = prev;
   if (plugin.contains("capabilities")) {
     nlohmann::json rc = nlohmann::json::object();
@@ -73,7 +73,7 @@ ChainResult ConflistRunner::Add(const Attachment& a) {
   auto t0 = std::chrono::steady_clock::now();
   nlohmann::json prev;
   ChainResult out;
-  for (const auto& p : conflist_["plugins"]) {
+  for (const auto& p : conflist_.at("plugins")) {
     auto r = Invoke("ADD", p, a, prev);
     if (r.code != 0) {
       r.elapsed = std::chrono::duration_cast<std::chrono::microseconds>(std::chrono::steady_clock::now() - t0);
@@ -82,15 +82,22 @@ ChainResult ConflistRunner::Add(const Attachment& a) {
     prev = r.result;
   }
   out.result = prev;
-  cache_[a.container_id + "/" + a.ifname] = prev;
+  {
+    std::lock_guard lock(cache_mu_);
+    cache_[a.container_id + "/" + a.ifname] = prev;
+  }
   out.elapsed = std::chrono::duration_cast<std::chrono::microseconds>(std::chrono::steady_clock::now() - t0);
   return out;
 }
 
 ChainResult ConflistRunner::Check(const Attachment& a, const std::vector<std::string>& skip) {
   auto t0 = std::chrono::steady_clock::now();
-  nlohmann::json prev = cache_[a.container_id + "/" + a.ifname];
-  for (const auto& p : conflist_["plugins"]) {
+  nlohmann::json prev;
+  {
+    std::lock_guard lock(cache_mu_);
+    prev = cache_[a.container_id + "/" + a.ifname];
+  }
+  for (const auto& p : conflist_.at("plugins")) {
     if (std::find(skip.begin(), skip.end(), p.value("type", "")) != skip.end()) continue;
     auto r = Invoke("CHECK", p, a, prev);
     if (r.code != 0) return r;
@@ -103,14 +110,21 @@ ChainResult ConflistRunner::Check(const Attachment& a, const std::vector<std::st
 ChainResult ConflistRunner::Del(const Attachment& a) {
   auto t0 = std::chrono::steady_clock::now();
   std::string key = a.container_id + "/" + a.ifname;
-  nlohmann::json prev = cache_.contains(key) ? cache_[key] : nlohmann::json();
-  const auto& plugins = conflist_["plugins"];
+  nlohmann::json prev;
+  {
+    std::lock_guard lock(cache_mu_);
+    if (auto it = cache_.find(key); it != cache_.end()) prev = it->second;
+  }
+  const auto& plugins = conflist_.at("plugins");
   ChainResult out;
   for (auto it = plugins.rbegin(); it != plugins.rend(); ++it) {
     auto r = Invoke("DEL", *it, a, prev);
     if (r.code != 0 && out.code == 0) out = r;  // libcni goes on and reports the first error
   }
-  cache_.erase(key);
+  {
+    std::lock_guard lock(cache_mu_);
+    cache_.erase(key);
+  }
   out.elapsed = std::chrono::duration_cast<std::chrono::microseconds>(std::chrono::steady_clock::now() - t0);
   return out;
 }

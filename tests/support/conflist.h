@@ -10,6 +10,7 @@
 #include <chrono>
 #include <filesystem>
 #include <map>
+#include <mutex>
 #include <nlohmann/json.hpp>
 #include <string>
 #include <vector>
@@ -58,7 +59,9 @@ class ConflistRunner {
   nlohmann::json conflist_;
   std::string cni_path_;
   std::string netns_;
-  std::map<std::string, nlohmann::json> cache_;  // container/ifname -> ADD result
+  // container/ifname -> ADD result. Callers run ADD/DEL from several threads.
+  std::mutex cache_mu_;
+  std::map<std::string, nlohmann::json> cache_;
 };
 
 }  // namespace trellis::test
