@@ -1008,19 +1008,7 @@ void Pool::FailEni(const std::string& eni_id, const std::exception& why) {
     deadline = clock_->Now() + cfg_.eni_create_timeout;
   }
   Log(TRELLIS_LOG_WARN, "giving up ENI " + eni_id + " (" + why.what() + "); deleting it");
-  try {
-    datapath_->Teardown(link);
-    DeleteEniInCloud(eni_id, true, deadline);
-    std::lock_guard lock(mu_);
-    ForgetEniLocked(eni_id);
-  } catch (const std::exception& e) {
-    NoteError("delete the failed ENI " + eni_id, e);
-    std::lock_guard lock(mu_);
-    if (auto it = enis_.find(eni_id); it != enis_.end()) {
-      it->second.busy = false;
-      it->second.retry_after = clock_->Now() + std::chrono::seconds(10);
-    }
-  }
+  RemoveEni(eni_id, link, deadline, "delete the failed ENI " + eni_id);
 }
 
 void Pool::WaitStatus(const std::string& eni_id, const std::string& status, SteadyTime deadline) {
@@ -1184,13 +1172,20 @@ void Pool::DrainTask(std::string eni_id) {
       }
     }
   }
+  RemoveEni(eni_id, link, deadline, "drain ENI " + eni_id);
+}
+
+// Tears the ENI's link down, detaches and deletes it in the cloud, and
+// forgets it; on failure it stays recorded as detaching, retried in 10 s.
+void Pool::RemoveEni(const std::string& eni_id, const EniLink& link, SteadyTime deadline,
+                     const std::string& what) {
   try {
     datapath_->Teardown(link);
     DeleteEniInCloud(eni_id, true, deadline);
     std::lock_guard lock(mu_);
     ForgetEniLocked(eni_id);
   } catch (const std::exception& e) {
-    NoteError("drain ENI " + eni_id, e);
+    NoteError(what, e);
     std::lock_guard lock(mu_);
     if (auto it = enis_.find(eni_id); it != enis_.end()) {
       it->second.busy = false;

@@ -249,6 +249,8 @@ class Pool {
   // link; on failure deletes it again. `token` keys the attach.
   void BringUp(const std::string& eni_id, aliyun::SteadyTime deadline);
   void FailEni(const std::string& eni_id, const std::exception& why);
+  void RemoveEni(const std::string& eni_id, const EniLink& link, aliyun::SteadyTime deadline,
+                 const std::string& what);
   std::vector<std::string> AssignIps(const std::string& eni_id, int count);
   void DeleteEniInCloud(const std::string& eni_id, bool attached, aliyun::SteadyTime deadline);
 
