@@ -77,9 +77,12 @@ int main(int argc, char** argv) {
   int events = 200, background = 0, poll_us = 500;
   for (int i = 1; i + 1 < argc; i += 2) {
     std::string a = argv[i];
-    if (a == "--events") events = std::atoi(argv[i + 1]);
-    else if (a == "--background") background = std::atoi(argv[i + 1]);
-    else if (a == "--poll-us") poll_us = std::atoi(argv[i + 1]);
+    if (a == "--events")
+      events = std::atoi(argv[i + 1]);
+    else if (a == "--background")
+      background = std::atoi(argv[i + 1]);
+    else if (a == "--poll-us")
+      poll_us = std::atoi(argv[i + 1]);
     else {
       std::fprintf(stderr, "usage: kube_bench [--events N] [--background N] [--poll-us N]\n");
       return 2;
@@ -196,8 +199,8 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "kube_bench: %s\n%s\n", failure.c_str(), d.Log().c_str());
     return 1;
   }
-  std::printf("kube_bench: %d create+delete rounds, %d background policies, poll %d us\n",
-              events, background, poll_us);
+  std::printf("kube_bench: %d create+delete rounds, %d background policies, poll %d us\n", events,
+              background, poll_us);
   created.Print("create -> enforced");
   deleted.Print("delete -> unenforced");
   return 0;

@@ -145,9 +145,8 @@ Status Informer::ListAll() {
     // came. Consumers rely on them (the policy module refuses a
     // NetworkPolicy without apiVersion), and a relist would otherwise
     // report every watched object as changed.
-    std::string kind = page.contains("kind") && page["kind"].is_string()
-                           ? page["kind"].get<std::string>()
-                           : "";
+    std::string kind =
+        page.contains("kind") && page["kind"].is_string() ? page["kind"].get<std::string>() : "";
     kind = kind.size() > 4 && kind.ends_with("List") ? kind.substr(0, kind.size() - 4) : "";
     const std::string api_version = page.contains("apiVersion") && page["apiVersion"].is_string()
                                         ? page["apiVersion"].get<std::string>()

@@ -162,8 +162,8 @@ class KubeModules : public ::testing::Test {
 
   void StartNode(const std::string& name = "kmod-node") {
     api_.Apply(FakeApiServer::Node(name, {"10.62.0.0/24"}));
-    node_ = std::make_unique<KubeNode>(&api_, name, KubeNodeSetup{.modules = kModules,
-                                                                  .recorder = false});
+    node_ = std::make_unique<KubeNode>(&api_, name,
+                                       KubeNodeSetup{.modules = kModules, .recorder = false});
     std::string why;
     ASSERT_TRUE(node_->daemon().Start(&why)) << why;
   }
@@ -186,8 +186,8 @@ class KubeModules : public ::testing::Test {
       p->host_if = res["interfaces"][0]["name"];
       std::string a = res["ips"][0]["address"];
       p->ip = a.substr(0, a.find('/'));
-      p->server = std::make_unique<EchoServer>(p->path(), std::vector<int>{80, 81},
-                                               std::vector<int>{});
+      p->server =
+          std::make_unique<EchoServer>(p->path(), std::vector<int>{80, 81}, std::vector<int>{});
       EXPECT_TRUE(p->server->ok());
     }
     pods_.push_back(std::move(p));
@@ -268,12 +268,13 @@ TEST_F(KubeModules, LabelChangesMovePodsInAndOutOfAPolicyWithoutTouchingTheirNet
 
 TEST_F(KubeModules, BandwidthAnnotationChangesUpdateTheClassesInPlace) {
   ASSERT_NO_FATAL_FAILURE(StartNode());
-  Pod& p = AddPod("shaped", {{"app", "shaped"}},
-                  {{"kubernetes.io/ingress-bandwidth", "10M"},
-                   {"kubernetes.io/egress-bandwidth", "20M"}});
+  Pod& p = AddPod(
+      "shaped", {{"app", "shaped"}},
+      {{"kubernetes.io/ingress-bandwidth", "10M"}, {"kubernetes.io/egress-bandwidth", "20M"}});
   ASSERT_FALSE(p.ip.empty());
   const std::string eg_leaf = Leaf(D(), p, "ingress"), in_leaf = Leaf(D(), p, "egress");
-  ASSERT_FALSE(eg_leaf.empty() || in_leaf.empty()) << D().NodeExec("tc filter show dev " + p.host_if + " ingress").out;
+  ASSERT_FALSE(eg_leaf.empty() || in_leaf.empty())
+      << D().NodeExec("tc filter show dev " + p.host_if + " ingress").out;
   EXPECT_EQ(Classes(D(), "tqos-egress")[eg_leaf].ceil, "20Mbit");
   EXPECT_EQ(Classes(D(), "tqos-ingress")[in_leaf].ceil, "10Mbit");
   const std::string eg_rate = Classes(D(), "tqos-egress")[eg_leaf].rate;
@@ -301,14 +302,13 @@ TEST_F(KubeModules, BandwidthAnnotationChangesUpdateTheClassesInPlace) {
   EXPECT_EQ(WithoutKernelIds(Snapshot(D(), p)), WithoutKernelIds(before));
   EXPECT_EQ(D().NodeExec("cat /sys/class/net/tqos-egress/ifindex").out, ifb_eg);
   EXPECT_EQ(D().NodeExec("cat /sys/class/net/tqos-ingress/ifindex").out, ifb_in);
-  EXPECT_EQ(D().NodeExec("cat /sys/class/net/" + p.host_if + "/ifindex").out,
-            before.host_ifindex);
+  EXPECT_EQ(D().NodeExec("cat /sys/class/net/" + p.host_if + "/ifindex").out, before.host_ifindex);
 
   // One direction changes, the other stays.
   Relabel(p, {{"app", "shaped"}},
           {{"kubernetes.io/ingress-bandwidth", "30M"}, {"kubernetes.io/egress-bandwidth", "5M"}});
-  EXPECT_TRUE(WaitFor([&] { return Classes(D(), "tqos-egress")[eg_leaf].ceil == "5Mbit"; },
-                      kEnforced));
+  EXPECT_TRUE(
+      WaitFor([&] { return Classes(D(), "tqos-egress")[eg_leaf].ceil == "5Mbit"; }, kEnforced));
   EXPECT_EQ(Classes(D(), "tqos-ingress")[in_leaf].ceil, "30Mbit");
   EXPECT_EQ(WithoutKernelIds(Snapshot(D(), p)), WithoutKernelIds(before));
 }
@@ -323,9 +323,9 @@ TEST_F(KubeModules, NetworkPolicyCreateUpdateDeleteIsEnforced) {
   EXPECT_FALSE(IngressSelected(D(), web));
 
   // Create: web takes nothing.
-  api_.Apply(FakeApiServer::NetworkPolicy("shop", "web",
-                                          {{"podSelector", {{"matchLabels", {{"app", "web"}}}}},
-                                           {"policyTypes", {"Ingress"}}}));
+  api_.Apply(FakeApiServer::NetworkPolicy(
+      "shop", "web",
+      {{"podSelector", {{"matchLabels", {{"app", "web"}}}}}, {"policyTypes", {"Ingress"}}}));
   EXPECT_TRUE(WaitFor([&] { return Blocked(client, web, 80); }, kEnforced));
   EXPECT_TRUE(Blocked(client, web, 81));
   EXPECT_TRUE(IngressSelected(D(), web));
@@ -462,7 +462,10 @@ TEST_F(KubeSecgroup, OnlyTheLeaseHolderWritesAndTheSurvivorTakesOver) {
   KubeNode& survivor = &leader == nodes_[0].get() ? *nodes_[1] : *nodes_[0];
   ASSERT_EQ(Holder(), leader.name());
   ASSERT_TRUE(WaitFor(
-      [&] { return CloudDescriptions() == std::set<std::string>{"web", "tls"}; }, 30s))
+      [&] {
+        return CloudDescriptions() == std::set<std::string>{"web", "tls"};
+      },
+      30s))
       << ::testing::PrintToString(CloudDescriptions());
   EXPECT_EQ(Writes(instance_of[leader.name()]), 2);
   EXPECT_EQ(Writes(instance_of[survivor.name()]), 0) << emu_->State()["calls_by_instance"].dump();
@@ -479,10 +482,12 @@ TEST_F(KubeSecgroup, OnlyTheLeaseHolderWritesAndTheSurvivorTakesOver) {
   ASSERT_TRUE(emu_->Admin("DELETE", "/security_groups/sg-test/rules/" + tls).ok());
   // The survivor waits out the Lease (3 s without renewal), takes it, and
   // its first sync as the leader puts the rule back.
-  EXPECT_TRUE(WaitFor([&] { return Holder() == survivor.name(); }, 30s))
-      << survivor.daemon().Log();
+  EXPECT_TRUE(WaitFor([&] { return Holder() == survivor.name(); }, 30s)) << survivor.daemon().Log();
   EXPECT_TRUE(WaitFor(
-      [&] { return CloudDescriptions() == std::set<std::string>{"web", "tls"}; }, 30s))
+      [&] {
+        return CloudDescriptions() == std::set<std::string>{"web", "tls"};
+      },
+      30s))
       << ::testing::PrintToString(CloudDescriptions());
   EXPECT_EQ(Writes(instance_of[survivor.name()]), 1);
   EXPECT_EQ(Writes(instance_of[leader.name()]), 0);

@@ -89,8 +89,13 @@ class KubeNode {
                 const Json& extra = Json::object()) {
     std::string args = "IgnoreUnknown=1;K8S_POD_NAMESPACE=" + pod_ns + ";K8S_POD_NAME=" + pod;
     if (!uid.empty()) args += ";K8S_POD_UID=" + uid;
-    return test::Cni({.command = command, .container_id = id, .netns = ns.path(), .args = args,
-                      .config = daemon_->NetConf("1.1.0", extra)});
+    CniCall call;
+    call.command = command;
+    call.container_id = id;
+    call.netns = ns.path();
+    call.args = args;
+    call.config = daemon_->NetConf("1.1.0", extra);
+    return test::Cni(call);
   }
 
  private:
