@@ -13,18 +13,18 @@
 #include <sched.h>
 #include <unistd.h>
 
-#include <algorithm>
 #include <atomic>
 #include <cstdio>
 #include <fstream>
 #include <iostream>
-#include <sstream>
 #include <thread>
 
+#include "bench_util.h"
 #include "conflist.h"
 #include "harness.h"
 
 using namespace trellis::test;
+using namespace trellis::bench;
 using Clock = std::chrono::steady_clock;
 
 namespace {
@@ -37,32 +37,6 @@ struct Options {
   int startup_runs = 0;  // >0: compare the CNI binary linked static vs dynamic gRPC
   std::string json_out;
 };
-
-struct Stats {
-  double p50 = 0, p99 = 0, mean = 0;
-};
-Stats Summarize(std::vector<double> v) {
-  Stats s;
-  if (v.empty()) return s;
-  std::sort(v.begin(), v.end());
-  s.p50 = v[v.size() / 2];
-  s.p99 = v[std::min(v.size() - 1, static_cast<size_t>(v.size() * 0.99))];
-  double sum = 0;
-  for (double x : v) sum += x;
-  s.mean = sum / v.size();
-  return s;
-}
-
-// Enters a network namespace for this thread; threads and processes started
-// afterwards inherit it.
-void Enter(const std::string& path) {
-  int fd = open(path.c_str(), O_RDONLY | O_CLOEXEC);
-  if (fd < 0 || setns(fd, CLONE_NEWNET) != 0) {
-    std::cerr << "cannot enter " << path << "\n";
-    std::exit(1);
-  }
-  close(fd);
-}
 
 const Json kBandwidth = {{"ingressRate", 100000000}, {"ingressBurst", 2000000},
                          {"egressRate", 100000000}, {"egressBurst", 2000000}};
@@ -111,62 +85,12 @@ struct BenchResult {
   std::string config;
   int concurrency = 1;
   int pods = 0;
-  Stats add_ms, del_ms;
-  double pods_per_s = 0;
-  int failures = 0;
+  ChurnResult churn;
 };
 
-// Creates `n` pods with `c` workers, then deletes them, timing each call.
-BenchResult Churn(ConflistRunner& runner, const Setup& setup, const std::string& config, int n, int c,
-                const std::string& tag) {
-  std::vector<std::unique_ptr<Netns>> ns;
-  for (int i = 0; i < n; ++i) ns.push_back(std::make_unique<Netns>("bp"));
-  std::vector<Attachment> atts(n);
-  for (int i = 0; i < n; ++i) {
-    atts[i].container_id = "bench-" + tag + "-" + std::to_string(i);
-    atts[i].netns = ns[i]->path();
-    atts[i].cni_args = "IgnoreUnknown=1;K8S_POD_NAMESPACE=bench;K8S_POD_NAME=" + atts[i].container_id;
-    if (setup.bandwidth) atts[i].capability_args = {{"bandwidth", kBandwidth}};
-  }
-  BenchResult r{config, c, n};
-  std::vector<double> add(n), del(n);
-  std::atomic<int> next{0}, failures{0};
-  std::mutex mu;  // ConflistRunner's result cache is not thread-safe
-  auto phase = [&](bool is_add) {
-    next = 0;
-    auto t0 = Clock::now();
-    std::vector<std::thread> workers;
-    for (int w = 0; w < c; ++w) {
-      workers.emplace_back([&] {
-        for (int i; (i = next++) < n;) {
-          ChainResult cr;
-          auto s = Clock::now();
-          if (is_add) {
-            cr = runner.Add(atts[i]);
-          } else {
-            cr = runner.Del(atts[i]);
-          }
-          double ms = std::chrono::duration<double, std::milli>(Clock::now() - s).count();
-          (is_add ? add : del)[i] = ms;
-          if (cr.code != 0) {
-            failures++;
-            std::lock_guard lock(mu);
-            std::cerr << config << " " << (is_add ? "ADD" : "DEL") << " failed: " << cr.plugin
-                      << ": " << cr.message << "\n";
-          }
-        }
-      });
-    }
-    for (auto& w : workers) w.join();
-    return std::chrono::duration<double>(Clock::now() - t0).count();
-  };
-  double add_wall = phase(true);
-  phase(false);
-  r.add_ms = Summarize(add);
-  r.del_ms = Summarize(del);
-  r.pods_per_s = n / add_wall;
-  r.failures = failures;
-  return r;
+// The runtime's capability arguments for every pod of `setup`; null: none.
+Json CapabilityArgs(const Setup& setup) {
+  return setup.bandwidth ? Json{{"bandwidth", kBandwidth}} : Json(nullptr);
 }
 
 }  // namespace
@@ -176,20 +100,14 @@ int main(int argc, char** argv) {
   for (int i = 1; i < argc; ++i) {
     std::string a = argv[i];
     auto next = [&] { return i + 1 < argc ? std::string(argv[++i]) : std::string(); };
-    auto list = [](const std::string& s) {
-      std::vector<std::string> out;
-      std::stringstream ss(s);
-      for (std::string x; std::getline(ss, x, ',');) out.push_back(x);
-      return out;
-    };
     if (a == "--pods") o.pods = std::stoi(next());
     else if (a == "--startup") o.startup_runs = std::stoi(next());
     else if (a == "--rss-pods") o.rss_pods = std::stoi(next());
     else if (a == "--json") o.json_out = next();
-    else if (a == "--configs") o.configs = list(next());
+    else if (a == "--configs") o.configs = SplitList(next());
     else if (a == "--concurrency") {
       o.concurrency.clear();
-      for (const auto& c : list(next())) o.concurrency.push_back(std::stoi(c));
+      for (const auto& c : SplitList(next())) o.concurrency.push_back(std::stoi(c));
     } else {
       std::cerr << "usage: cni_bench [--pods N] [--concurrency 1,8] [--configs a,b] [--rss-pods N] [--json FILE]\n";
       return 2;
@@ -207,7 +125,7 @@ int main(int argc, char** argv) {
     // One full CNI invocation (STATUS: connect, one RPC, exit) per run, so the
     // figure is the binary's start-up and gRPC set-up plus one round trip.
     Netns node("bn");
-    Enter(node.path());
+    EnterNetns(node.path());
     Daemon daemon(DaemonOptions{.config_yaml = "modules:\n  ipam: {config: {ranges: [{subnet: 10.200.0.0/16}]}}\n",
                                 .host_netns = true});
     std::string why;
@@ -234,7 +152,7 @@ int main(int argc, char** argv) {
   for (const auto& config : o.configs) {
     TempDir tmp;
     Netns node("bn");
-    Enter(node.path());
+    EnterNetns(node.path());
     Setup setup = MakeSetup(config, tmp.path());
     std::unique_ptr<Daemon> daemon;
     if (!setup.daemon_yaml.empty()) {
@@ -251,13 +169,15 @@ int main(int argc, char** argv) {
     fs::create_symlink(BinDir() / "trellis", bin.path() / "trellis");
     ConflistRunner runner(setup.conflist, {bin.path(), "/usr/lib/cni"});
     // Warm-up: page cache, first netns, lazy kernel init.
-    Churn(runner, setup, config, 5, 1, "warm");
+    AddThenDel(runner, 5, 1, "warm", CapabilityArgs(setup));
     for (int c : o.concurrency) {
-      auto r = Churn(runner, setup, config, o.pods, c, "c" + std::to_string(c));
+      BenchResult r{config, c, o.pods,
+                    AddThenDel(runner, o.pods, c, "c" + std::to_string(c), CapabilityArgs(setup))};
       results.push_back(r);
+      const ChurnResult& ch = r.churn;
       std::printf("%-16s c=%d pods=%d  ADD p50 %7.2f ms p99 %7.2f ms | DEL p50 %7.2f ms p99 %7.2f ms | %7.1f pods/s%s\n",
-                  config.c_str(), c, r.pods, r.add_ms.p50, r.add_ms.p99, r.del_ms.p50, r.del_ms.p99,
-                  r.pods_per_s, r.failures ? "  FAILURES" : "");
+                  config.c_str(), c, r.pods, ch.add.p50, ch.add.p99, ch.del.p50, ch.del.p99,
+                  ch.pods_per_s, ch.failures ? "  FAILURES" : "");
       std::fflush(stdout);
     }
     if (daemon && o.rss_pods > 0 && config.rfind("trellis", 0) == 0) {
@@ -308,17 +228,17 @@ int main(int argc, char** argv) {
       auto* b = find(ref, c);
       if (!a || !b) continue;
       std::printf("%-16s vs %-7s c=%d  ADD p50 x%.1f  DEL p50 x%.1f  pods/s x%.1f\n", ours.c_str(),
-                  ref.c_str(), c, b->add_ms.p50 / a->add_ms.p50, b->del_ms.p50 / a->del_ms.p50,
-                  a->pods_per_s / b->pods_per_s);
+                  ref.c_str(), c, b->churn.add.p50 / a->churn.add.p50,
+                  b->churn.del.p50 / a->churn.del.p50, a->churn.pods_per_s / b->churn.pods_per_s);
     }
   }
   if (!o.json_out.empty()) {
     Json j = {{"results", Json::array()}, {"rss", rss}, {"startup", startup}};
     for (const auto& r : results) {
       j["results"].push_back({{"config", r.config}, {"concurrency", r.concurrency}, {"pods", r.pods},
-                              {"add_p50_ms", r.add_ms.p50}, {"add_p99_ms", r.add_ms.p99},
-                              {"del_p50_ms", r.del_ms.p50}, {"del_p99_ms", r.del_ms.p99},
-                              {"pods_per_s", r.pods_per_s}, {"failures", r.failures}});
+                              {"add_p50_ms", r.churn.add.p50}, {"add_p99_ms", r.churn.add.p99},
+                              {"del_p50_ms", r.churn.del.p50}, {"del_p99_ms", r.churn.del.p99},
+                              {"pods_per_s", r.churn.pods_per_s}, {"failures", r.churn.failures}});
     }
     std::ofstream(o.json_out) << j.dump(2) << "\n";
   }

@@ -13,19 +13,19 @@
 //   eni_bench [--pods N] [--concurrency 1,8] [--churn-pods N] [--working-set N]
 //             [--attach-delay-ms N] [--json FILE]
 #include <algorithm>
-#include <atomic>
-#include <deque>
 #include <cstdio>
+#include <deque>
 #include <fstream>
 #include <iostream>
-#include <sstream>
 #include <thread>
 
+#include "bench_util.h"
 #include "conflist.h"
 #include "ecs_emulator.h"
 #include "harness.h"
 
 using namespace trellis::test;
+using namespace trellis::bench;
 using SteadyClock = std::chrono::steady_clock;
 
 namespace {
@@ -38,18 +38,6 @@ struct Options {
   int attach_delay_ms = 2000;
   std::string json_out;
 };
-
-struct Stats {
-  double p50 = 0, p99 = 0;
-};
-Stats Summarize(std::vector<double> v) {
-  Stats s;
-  if (v.empty()) return s;
-  std::sort(v.begin(), v.end());
-  s.p50 = v[v.size() / 2];
-  s.p99 = v[std::min(v.size() - 1, static_cast<size_t>(v.size() * 0.99))];
-  return s;
-}
 
 Json EniModule(const Json& overrides) {
   Json c = {{"ecs_endpoint", "http://127.0.0.1:18080"},
@@ -138,53 +126,6 @@ struct Node {
   std::unique_ptr<Daemon> daemon;
 };
 
-struct Latency {
-  Stats add, del;
-  double pods_per_s = 0;
-  int failures = 0;
-};
-
-Latency Churn(ConflistRunner& runner, int n, int c, const std::string& tag) {
-  std::vector<std::unique_ptr<Netns>> ns;
-  std::vector<Attachment> atts(n);
-  for (int i = 0; i < n; ++i) {
-    ns.push_back(std::make_unique<Netns>("bp"));
-    atts[i].container_id = "bench-" + tag + "-" + std::to_string(i);
-    atts[i].netns = ns[i]->path();
-    atts[i].cni_args = "IgnoreUnknown=1;K8S_POD_NAMESPACE=bench;K8S_POD_NAME=" + atts[i].container_id;
-  }
-  std::vector<double> add(n), del(n);
-  std::atomic<int> next{0}, failures{0};
-  auto phase = [&](bool is_add) {
-    next = 0;
-    auto t0 = SteadyClock::now();
-    std::vector<std::thread> workers;
-    for (int w = 0; w < c; ++w) {
-      workers.emplace_back([&] {
-        for (int i; (i = next++) < n;) {
-          auto s = SteadyClock::now();
-          ChainResult r = is_add ? runner.Add(atts[i]) : runner.Del(atts[i]);
-          (is_add ? add : del)[i] =
-              std::chrono::duration<double, std::milli>(SteadyClock::now() - s).count();
-          if (r.code != 0) {
-            if (failures++ < 3) std::cerr << (is_add ? "ADD" : "DEL") << ": " << r.message << "\n";
-          }
-        }
-      });
-    }
-    for (auto& w : workers) w.join();
-    return std::chrono::duration<double>(SteadyClock::now() - t0).count();
-  };
-  Latency l;
-  double wall = phase(true);
-  phase(false);
-  l.add = Summarize(add);
-  l.del = Summarize(del);
-  l.pods_per_s = n / wall;
-  l.failures = failures;
-  return l;
-}
-
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -199,8 +140,7 @@ int main(int argc, char** argv) {
     else if (a == "--json") o.json_out = next();
     else if (a == "--concurrency") {
       o.concurrency.clear();
-      std::stringstream ss(next());
-      for (std::string x; std::getline(ss, x, ',');) o.concurrency.push_back(std::stoi(x));
+      for (const auto& x : SplitList(next())) o.concurrency.push_back(std::stoi(x));
     } else {
       std::cerr << "usage: eni_bench [--pods N] [--concurrency 1,8] [--churn-pods N] "
                    "[--working-set N] [--attach-delay-ms N] [--json FILE]\n";
@@ -210,7 +150,7 @@ int main(int argc, char** argv) {
   Json out = {{"latency", Json::array()}, {"churn", Json::array()}, {"first_pod", Json::array()}};
 
   // 1. ADD latency: pool hit vs local range.
-  std::map<std::pair<std::string, int>, Latency> lat;
+  std::map<std::pair<std::string, int>, ChurnResult> lat;
   for (const std::string config : {"local", "eni-pool-hit"}) {
     int pool = *std::max_element(o.concurrency.begin(), o.concurrency.end()) + o.pods + 5;
     Node node(config == "local" ? Json() : EniModule({{"min_pool_size", o.pods + 5},
@@ -232,10 +172,10 @@ int main(int argc, char** argv) {
     TempDir bin;
     fs::create_symlink(BinDir() / "trellis", bin.path() / "trellis");
     ConflistRunner runner(node.Conflist(), {bin.path()});
-    Churn(runner, 5, 1, "warm");
+    AddThenDel(runner, 5, 1, "warm");
     int calls_before = node.emu ? node.CloudCalls() : 0;
     for (int c : o.concurrency) {
-      Latency l = Churn(runner, o.pods, c, "c" + std::to_string(c));
+      ChurnResult l = AddThenDel(runner, o.pods, c, "c" + std::to_string(c));
       lat[{config, c}] = l;
       std::printf("%-14s c=%d pods=%d  ADD p50 %7.2f ms p99 %7.2f ms | DEL p50 %7.2f ms p99 %7.2f ms"
                   " | %6.1f pods/s%s\n",

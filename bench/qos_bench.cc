@@ -30,11 +30,12 @@
 #include <regex>
 #include <sstream>
 
+#include "bench_util.h"
 #include "conflist.h"
 #include "harness.h"
 
 using namespace trellis::test;
-using Clock = std::chrono::steady_clock;
+using namespace trellis::bench;
 
 namespace {
 
@@ -47,35 +48,6 @@ struct Options {
   std::vector<std::string> ccs = {"cubic", "bbr"};  // the flow's congestion control
   std::string json_out;
 };
-
-struct Pct {
-  double p50 = 0, p90 = 0, p99 = 0, max = 0;
-  size_t n = 0;
-};
-Pct Percentiles(std::vector<double> v) {
-  Pct p;
-  p.n = v.size();
-  if (v.empty()) return p;
-  std::sort(v.begin(), v.end());
-  auto at = [&](double q) { return v[std::min(v.size() - 1, static_cast<size_t>(v.size() * q))]; };
-  p.p50 = at(0.5);
-  p.p90 = at(0.9);
-  p.p99 = at(0.99);
-  p.max = v.back();
-  return p;
-}
-Json ToJson(const Pct& p) {
-  return {{"p50", p.p50}, {"p90", p.p90}, {"p99", p.p99}, {"max", p.max}, {"n", p.n}};
-}
-
-void Enter(const std::string& path) {
-  int fd = open(path.c_str(), O_RDONLY | O_CLOEXEC);
-  if (fd < 0 || setns(fd, CLONE_NEWNET) != 0) {
-    std::cerr << "cannot enter " << path << "\n";
-    std::exit(1);
-  }
-  close(fd);
-}
 
 // One configuration under test, set up inside a node namespace the calling
 // thread has entered.
@@ -162,7 +134,7 @@ class NsWorker {
  public:
   explicit NsWorker(const std::string& netns_path)
       : thread_([this, netns_path] {
-          Enter(netns_path);
+          EnterNetns(netns_path);
           Loop();
         }) {}
   ~NsWorker() {
@@ -230,53 +202,33 @@ Json AddLatency(const Options& o) {
     slot->worker->Run([&] { slot->setup = std::make_unique<Setup>(name, slot->tmp.path()); });
     slots.push_back(std::move(slot));
   }
-  auto churn = [&](Slot& slot, const std::string& name, int n, const std::string& tag, bool keep) {
-    std::vector<std::unique_ptr<Netns>> ns;
-    std::vector<Attachment> atts(n);
-    for (int i = 0; i < n; ++i) {
-      ns.push_back(std::make_unique<Netns>("qbp"));
-      atts[i].container_id = "qb-" + tag + "-" + std::to_string(i);
-      atts[i].netns = ns[i]->path();
-      atts[i].cni_args =
-          "IgnoreUnknown=1;K8S_POD_NAMESPACE=bench;K8S_POD_NAME=" + atts[i].container_id;
-      if (slot.setup->shaped()) {
-        atts[i].capability_args = {{"bandwidth", Bandwidth(100'000'000, o.burst_bits)}};
-      }
+  // `n` pods added, then deleted, one call at a time in the slot's node
+  // namespace; with `keep`, their latencies join the slot's sample.
+  auto churn = [&](Slot& slot, int n, const std::string& tag, bool keep) {
+    Json caps = slot.setup->shaped() ? Json{{"bandwidth", Bandwidth(100'000'000, o.burst_bits)}}
+                                     : Json(nullptr);
+    ChurnResult r;
+    slot.worker->Run([&] { r = AddThenDel(slot.setup->runner(), n, 1, tag, caps); });
+    if (keep) {
+      slot.add.insert(slot.add.end(), r.add_ms.begin(), r.add_ms.end());
+      slot.del.insert(slot.del.end(), r.del_ms.begin(), r.del_ms.end());
     }
-    slot.worker->Run([&] {
-      for (auto& at : atts) {
-        auto t0 = Clock::now();
-        auto r = slot.setup->runner().Add(at);
-        if (keep)
-          slot.add.push_back(std::chrono::duration<double, std::milli>(Clock::now() - t0).count());
-        if (r.code != 0) std::cerr << name << " ADD: " << r.plugin << ": " << r.message << "\n";
-      }
-      for (auto& at : atts) {
-        auto t0 = Clock::now();
-        auto r = slot.setup->runner().Del(at);
-        if (keep)
-          slot.del.push_back(std::chrono::duration<double, std::milli>(Clock::now() - t0).count());
-        if (r.code != 0) std::cerr << name << " DEL: " << r.plugin << ": " << r.message << "\n";
-      }
-    });
   };
-  for (size_t i = 0; i < slots.size(); ++i) churn(*slots[i], names[i], 3, "warm", false);
+  for (auto& slot : slots) churn(*slot, 3, "warm", false);
   for (int r = 0; r < rounds; ++r) {
-    for (size_t i = 0; i < slots.size(); ++i) {
-      churn(*slots[i], names[i], per_round, "r" + std::to_string(r), true);
-    }
+    for (auto& slot : slots) churn(*slot, per_round, "r" + std::to_string(r), true);
   }
-  std::map<std::string, Pct> add;
+  std::map<std::string, Stats> add;
   for (size_t i = 0; i < slots.size(); ++i) {
-    Pct pa = Percentiles(slots[i]->add), pd = Percentiles(slots[i]->del);
+    Stats pa = Summarize(slots[i]->add), pd = Summarize(slots[i]->del);
     add[names[i]] = pa;
     out[names[i]] = {{"add_ms", ToJson(pa)}, {"del_ms", ToJson(pd)}};
     std::printf("  %-12s ADD p50 %7.2f p99 %7.2f | DEL p50 %7.2f p99 %7.2f", names[i].c_str(),
                 pa.p50, pa.p99, pd.p50, pd.p99);
-    auto da = slots[i]->setup->DaemonMs("ADD", "qb-r"),
-         dd = slots[i]->setup->DaemonMs("DEL", "qb-r");
+    auto da = slots[i]->setup->DaemonMs("ADD", "bench-r"),
+         dd = slots[i]->setup->DaemonMs("DEL", "bench-r");
     if (!da.empty()) {
-      Pct a = Percentiles(da), d = Percentiles(dd);
+      Stats a = Summarize(da), d = Summarize(dd);
       out[names[i]]["daemon_add_ms"] = ToJson(a);
       out[names[i]]["daemon_del_ms"] = ToJson(d);
       std::printf(" | in trellisd: ADD p50 %6.2f p99 %7.2f, DEL p50 %6.2f", a.p50, a.p99, d.p50);
@@ -335,7 +287,7 @@ Json LoadLatency(const Options& o) {
       TempDir tmp;
       Netns node("qln");
       int home = open("/proc/self/ns/net", O_RDONLY | O_CLOEXEC);
-      Enter(node.path());
+      EnterNetns(node.path());
       {
         Setup s(name, tmp.path());
         Netns client_ns("qlc"), server_ns("qls");
@@ -359,7 +311,7 @@ Json LoadLatency(const Options& o) {
         sip = sip.substr(0, sip.find('/'));
         Json row = Json::object();
         auto idle = PingTimes(client_ns.Exec("ping -c 50 -i 0.02 " + sip).out);
-        row["idle_ms"] = ToJson(Percentiles(idle));
+        row["idle_ms"] = ToJson(Summarize(idle));
         int port = 5601;
         for (const auto& cc : o.ccs) {
           for (bool download : {false, true}) {
@@ -383,13 +335,13 @@ Json LoadLatency(const Options& o) {
             double goodput = j.is_discarded() || !j.contains("end")
                                  ? -1
                                  : j["end"]["sum_received"]["bits_per_second"].get<double>() / 1e6;
-            Pct p = Percentiles(rtt);
+            Stats p = Summarize(rtt);
             const char* dir = download ? "download" : "upload";
             row[cc][dir] = {{"rtt_ms", ToJson(p)}, {"goodput_mbit", goodput}};
             std::printf(
                 "  %4d Mbit/s %-11s %-5s %-8s RTT p50 %7.2f p90 %7.2f p99 %7.2f ms (idle p50 %.3f) "
                 "| %6.1f Mbit/s\n",
-                mbit, name.c_str(), cc.c_str(), dir, p.p50, p.p90, p.p99, Percentiles(idle).p50,
+                mbit, name.c_str(), cc.c_str(), dir, p.p50, p.p90, p.p99, Summarize(idle).p50,
                 goodput);
             std::fflush(stdout);
             ++port;
@@ -406,13 +358,6 @@ Json LoadLatency(const Options& o) {
   return out;
 }
 
-std::vector<std::string> List(const std::string& s) {
-  std::vector<std::string> out;
-  std::stringstream ss(s);
-  for (std::string x; std::getline(ss, x, ',');) out.push_back(x);
-  return out;
-}
-
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -424,15 +369,15 @@ int main(int argc, char** argv) {
       o.pods = std::stoi(next());
     } else if (a == "--rates") {
       o.rates.clear();
-      for (const auto& r : List(next())) o.rates.push_back(std::stoi(r));
+      for (const auto& r : SplitList(next())) o.rates.push_back(std::stoi(r));
     } else if (a == "--seconds") {
       o.seconds = std::stoi(next());
     } else if (a == "--burst") {
       o.burst_bits = std::stoull(next());
     } else if (a == "--cc") {
-      o.ccs = List(next());
+      o.ccs = SplitList(next());
     } else if (a == "--parts") {
-      o.parts = List(next());
+      o.parts = SplitList(next());
     } else if (a == "--json") {
       o.json_out = next();
     } else {

@@ -17,10 +17,12 @@
 #include <iostream>
 #include <sstream>
 
+#include "bench_util.h"
 #include "ecs_emulator.h"
 #include "harness.h"
 
 using namespace trellis::test;
+using namespace trellis::bench;
 using Clock = std::chrono::steady_clock;
 
 namespace {
@@ -65,18 +67,12 @@ int main(int argc, char** argv) {
   for (int i = 1; i < argc; ++i) {
     std::string a = argv[i];
     auto next = [&] { return i + 1 < argc ? std::string(argv[++i]) : std::string(); };
-    auto list = [](const std::string& s) {
-      std::vector<std::string> out;
-      std::stringstream ss(s);
-      for (std::string x; std::getline(ss, x, ',');) out.push_back(x);
-      return out;
-    };
     if (a == "--rules") {
       rule_counts.clear();
-      for (const auto& x : list(next())) rule_counts.push_back(std::stoi(x));
+      for (const auto& x : SplitList(next())) rule_counts.push_back(std::stoi(x));
     } else if (a == "--qps") {
       qps_list.clear();
-      for (const auto& x : list(next())) qps_list.push_back(std::stod(x));
+      for (const auto& x : SplitList(next())) qps_list.push_back(std::stod(x));
     } else if (a == "--syncs") {
       syncs = std::stoi(next());
     } else {
@@ -132,12 +128,9 @@ int main(int argc, char** argv) {
         module_ms.push_back(r.json()["duration_ms"].get<double>());
       }
       double per_sync = static_cast<double>(TotalCalls(emu.State())) / syncs;
-      std::sort(lat.begin(), lat.end());
-      std::sort(module_ms.begin(), module_ms.end());
-      double p50 = lat[lat.size() / 2];
-      double p99 = lat[std::min(lat.size() - 1, static_cast<size_t>(lat.size() * 0.99))];
+      Stats ctl = Summarize(lat), module = Summarize(module_ms);
       std::printf("%-6d %-5.0f %-16.0f %-14d %-18.1f %-18.1f %-18.0f %.1f\n", rules, qps, first_ms,
-                  first_calls, p50, p99, module_ms[module_ms.size() / 2], per_sync);
+                  first_calls, ctl.p50, ctl.p99, module.p50, per_sync);
       std::fflush(stdout);
     }
   }

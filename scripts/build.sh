@@ -4,5 +4,5 @@ set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 build=${TRELLIS_BUILD_DIR:-$root/build}
 jobs=${TRELLIS_JOBS:-$(nproc)}
-cmake -S "$root" -B "$build" -DCMAKE_BUILD_TYPE=${TRELLIS_BUILD_TYPE:-RelWithDebInfo} >/dev/null
+cmake -S "$root" -B "$build" -DCMAKE_BUILD_TYPE=${TRELLIS_BUILD_TYPE:-Release} >/dev/null
 cmake --build "$build" -j "$jobs"

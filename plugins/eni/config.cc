@@ -5,51 +5,20 @@
 
 #include <cstdlib>
 #include <set>
+#include <stdexcept>
+
+#include "aliyun/cloud.h"
 
 namespace trellis::eni {
 namespace {
 
 using sdk::Error;
+using aliyun::Int;
+using aliyun::String;
+using aliyun::StringList;
 
 Error Bad(const std::string& key, const std::string& why) {
   return Error(TRELLIS_E_INVALID, key + ": " + why);
-}
-
-std::string String(const Json& v, const std::string& key) {
-  if (!v.is_string()) throw Bad(key, "expected a string");
-  return v.get<std::string>();
-}
-
-int Int(const Json& v, const std::string& key, int min, int max) {
-  int64_t n;
-  if (v.is_number_integer()) {
-    n = v.get<int64_t>();
-  } else if (v.is_string()) {
-    char* end = nullptr;
-    const std::string s = v.get<std::string>();
-    n = std::strtoll(s.c_str(), &end, 10);
-    if (s.empty() || *end != '\0') throw Bad(key, "expected an integer, got '" + s + "'");
-  } else {
-    throw Bad(key, "expected an integer");
-  }
-  if (n < min || n > max) {
-    throw Bad(key, "must be between " + std::to_string(min) + " and " + std::to_string(max) +
-                       ", got " + std::to_string(n));
-  }
-  return static_cast<int>(n);
-}
-
-std::vector<std::string> StringList(const Json& v, const std::string& key) {
-  if (v.is_string()) return {v.get<std::string>()};
-  if (!v.is_array()) throw Bad(key, "expected a list of strings");
-  std::vector<std::string> out;
-  for (size_t i = 0; i < v.size(); ++i) {
-    if (!v[i].is_string() || v[i].get<std::string>().empty()) {
-      throw Bad(key + "[" + std::to_string(i) + "]", "expected a non-empty string");
-    }
-    out.push_back(v[i].get<std::string>());
-  }
-  return out;
 }
 
 bool ValidCidr4(const std::string& cidr) {
@@ -68,56 +37,12 @@ EniRef ParseRef(const Json& v, const std::string& key) {
   throw Bad(key, "expected self, primary or an ENI id (eni-...), got '" + s + "'");
 }
 
-aliyun::RateLimit ParseRate(const Json& v, const std::string& key) {
-  aliyun::RateLimit r;
-  if (v.is_number()) {
-    r.qps = v.get<double>();
-    r.burst = std::max(1, static_cast<int>(r.qps));
-  } else if (v.is_object()) {
-    for (const auto& [k, x] : v.items()) {
-      if (k != "qps" && k != "burst") throw Bad(key + "." + k, "unknown key (known: qps, burst)");
-    }
-    if (!v.contains("qps") || !v["qps"].is_number()) throw Bad(key + ".qps", "expected a number");
-    r.qps = v["qps"].get<double>();
-    r.burst = v.contains("burst") ? Int(v["burst"], key + ".burst", 1, 10000)
-                                  : std::max(1, static_cast<int>(r.qps));
-  } else {
-    throw Bad(key, "expected a number (calls per second) or {qps, burst}");
-  }
-  if (r.qps < 0) throw Bad(key, "qps must not be negative");
-  return r;
-}
-
 const char* Env(const char* name) {
   const char* v = std::getenv(name);
   return v != nullptr && *v != '\0' ? v : nullptr;
 }
 
-}  // namespace
-
-Millis ParseDuration(const Json& v, const std::string& field) {
-  if (v.is_number_integer() && v.get<int64_t>() >= 0) return Millis(v.get<int64_t>() * 1000);
-  if (v.is_number_float() && v.get<double>() >= 0) {
-    return Millis(static_cast<int64_t>(v.get<double>() * 1000));
-  }
-  if (v.is_string()) {
-    std::string s = v.get<std::string>();
-    int64_t mult = 1000;
-    if (s.size() > 2 && s.ends_with("ms")) {
-      mult = 1;
-      s.resize(s.size() - 2);
-    } else if (!s.empty() && (s.back() == 's' || s.back() == 'm' || s.back() == 'h')) {
-      mult = s.back() == 's' ? 1000 : s.back() == 'm' ? 60000 : 3600000;
-      s.pop_back();
-    }
-    char* end = nullptr;
-    long long n = std::strtoll(s.c_str(), &end, 10);
-    if (!s.empty() && *end == '\0' && n >= 0) return Millis(n * mult);
-  }
-  throw Bad(field, "expected a duration like 30, \"30s\", \"500ms\" or \"5m\"");
-}
-
-EniConfig EniConfig::Parse(const Json& j) {
+EniConfig ParseConfig(const Json& j) {
   if (!j.is_object()) throw Error(TRELLIS_E_INVALID, "eni config: expected a map");
   static const std::set<std::string> kKnown = {
       "region", "vswitches", "vswitch_selection_policy", "security_group", "security_groups",
@@ -212,7 +137,7 @@ EniConfig EniConfig::Parse(const Json& j) {
     c.eni_create_retry = Int(j["eni_create_retry"], "eni_create_retry", 0, 100);
   }
   auto dur = [&](const char* key, Millis* out) {
-    if (j.contains(key)) *out = ParseDuration(j[key], key);
+    if (j.contains(key)) *out = aliyun::ParseDuration(j[key], key);
   };
   dur("eni_create_timeout", &c.eni_create_timeout);
   dur("eni_gc_interval", &c.eni_gc_interval);
@@ -266,9 +191,9 @@ EniConfig EniConfig::Parse(const Json& j) {
     if (!r.is_object()) throw Bad("rate_limit", "expected a map of API action -> {qps, burst}");
     for (const auto& [action, v] : r.items()) {
       if (action == "default") {
-        c.default_rate = ParseRate(v, "rate_limit.default");
+        c.default_rate = aliyun::ParseRateLimit(v, "rate_limit.default");
       } else {
-        c.rate_limits[action] = ParseRate(v, "rate_limit." + action);
+        c.rate_limits[action] = aliyun::ParseRateLimit(v, "rate_limit." + action);
       }
     }
   }
@@ -315,6 +240,16 @@ EniConfig EniConfig::Parse(const Json& j) {
     throw Bad("security_group", "required: the security group new ENIs join (or security_groups)");
   }
   return c;
+}
+
+}  // namespace
+
+EniConfig EniConfig::Parse(const Json& j) {
+  try {
+    return ParseConfig(j);
+  } catch (const std::invalid_argument& e) {
+    throw Error(TRELLIS_E_INVALID, e.what());
+  }
 }
 
 std::vector<std::string> EniConfig::VSwitchesFor(const std::string& zone) const {

@@ -80,10 +80,6 @@ struct EniConfig {
   bool SameCloudAccess(const EniConfig& next) const;
 };
 
-// "30", 30, "30s", "500ms", "5m", "1h" -> milliseconds; a bare number is
-// seconds. Throws sdk::Error(TRELLIS_E_INVALID) naming `field`.
-Millis ParseDuration(const Json& v, const std::string& field);
-
 }  // namespace trellis::eni
 
 #endif  // TRELLIS_PLUGINS_ENI_CONFIG_H_

@@ -15,6 +15,9 @@ namespace trellis::secgroup {
 namespace {
 
 using sdk::Error;
+using aliyun::Bool;
+using aliyun::Int;
+using aliyun::String;
 
 Error Bad(const std::string& key, const std::string& why) {
   return Error(TRELLIS_E_INVALID, key + ": " + why);
@@ -23,35 +26,6 @@ Error Bad(const std::string& key, const std::string& why) {
 std::string Lower(std::string s) {
   std::transform(s.begin(), s.end(), s.begin(), [](unsigned char c) { return std::tolower(c); });
   return s;
-}
-
-std::string String(const Json& v, const std::string& key) {
-  if (!v.is_string()) throw Bad(key, "expected a string");
-  return v.get<std::string>();
-}
-
-bool Bool(const Json& v, const std::string& key) {
-  if (!v.is_boolean()) throw Bad(key, "expected true or false");
-  return v.get<bool>();
-}
-
-int Int(const Json& v, const std::string& key, int min, int max) {
-  int64_t n;
-  if (v.is_number_integer()) {
-    n = v.get<int64_t>();
-  } else if (v.is_string()) {
-    const std::string s = v.get<std::string>();
-    char* end = nullptr;
-    n = std::strtoll(s.c_str(), &end, 10);
-    if (s.empty() || *end != '\0') throw Bad(key, "expected an integer, got '" + s + "'");
-  } else {
-    throw Bad(key, "expected an integer");
-  }
-  if (n < min || n > max) {
-    throw Bad(key, "must be between " + std::to_string(min) + " and " + std::to_string(max) +
-                       ", got " + std::to_string(n));
-  }
-  return static_cast<int>(n);
 }
 
 std::string KnownList(const std::set<std::string>& known) {
@@ -260,7 +234,9 @@ aliyun::SecurityGroupRule ToCloud(const Rule& r, const std::string& owner) {
   return c;
 }
 
-SecgroupConfig SecgroupConfig::Parse(const Json& j) {
+namespace {
+
+SecgroupConfig ParseConfig(const Json& j) {
   if (!j.is_object()) throw Error(TRELLIS_E_INVALID, "secgroup config: expected a map");
   std::set<std::string> known = {
       "sync_interval", "security_groups", "security_group",      "rules",      "dry_run",
@@ -383,6 +359,16 @@ SecgroupConfig SecgroupConfig::Parse(const Json& j) {
     }
   }
   return c;
+}
+
+}  // namespace
+
+SecgroupConfig SecgroupConfig::Parse(const Json& j) {
+  try {
+    return ParseConfig(j);
+  } catch (const std::invalid_argument& e) {
+    throw Error(TRELLIS_E_INVALID, e.what());
+  }
 }
 
 }  // namespace trellis::secgroup

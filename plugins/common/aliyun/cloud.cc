@@ -17,6 +17,25 @@ std::invalid_argument Bad(const std::string& key, const std::string& why) {
   return std::invalid_argument(key + ": " + why);
 }
 
+const char* Env(const char* name) {
+  const char* v = std::getenv(name);
+  return v != nullptr && *v != '\0' ? v : nullptr;
+}
+
+Endpoint EcsEndpointOf(const CloudAccess& a, const std::string& region) {
+  std::string text =
+      !a.ecs_endpoint.empty() ? a.ecs_endpoint : "https://ecs-vpc." + region + ".aliyuncs.com";
+  return Endpoint::Parse(text, "ecs_endpoint", Endpoint::PlainHttp::kLoopbackOnly);
+}
+
+Endpoint MetadataEndpointOf(const CloudAccess& a) {
+  return Endpoint::Parse(
+      a.metadata_endpoint.empty() ? kDefaultMetadataEndpoint : a.metadata_endpoint,
+      "metadata_endpoint", Endpoint::PlainHttp::kLoopbackOrMetadata);
+}
+
+}  // namespace
+
 std::string String(const Json& v, const std::string& key) {
   if (!v.is_string()) throw Bad(key, "expected a string");
   return v.get<std::string>();
@@ -41,24 +60,23 @@ int Int(const Json& v, const std::string& key, int min, int max) {
   return static_cast<int>(n);
 }
 
-const char* Env(const char* name) {
-  const char* v = std::getenv(name);
-  return v != nullptr && *v != '\0' ? v : nullptr;
+bool Bool(const Json& v, const std::string& key) {
+  if (!v.is_boolean()) throw Bad(key, "expected true or false");
+  return v.get<bool>();
 }
 
-Endpoint EcsEndpointOf(const CloudAccess& a, const std::string& region) {
-  std::string text =
-      !a.ecs_endpoint.empty() ? a.ecs_endpoint : "https://ecs-vpc." + region + ".aliyuncs.com";
-  return Endpoint::Parse(text, "ecs_endpoint", Endpoint::PlainHttp::kLoopbackOnly);
+std::vector<std::string> StringList(const Json& v, const std::string& key) {
+  if (v.is_string()) return {v.get<std::string>()};
+  if (!v.is_array()) throw Bad(key, "expected a list of strings");
+  std::vector<std::string> out;
+  for (size_t i = 0; i < v.size(); ++i) {
+    if (!v[i].is_string() || v[i].get<std::string>().empty()) {
+      throw Bad(key + "[" + std::to_string(i) + "]", "expected a non-empty string");
+    }
+    out.push_back(v[i].get<std::string>());
+  }
+  return out;
 }
-
-Endpoint MetadataEndpointOf(const CloudAccess& a) {
-  return Endpoint::Parse(
-      a.metadata_endpoint.empty() ? kDefaultMetadataEndpoint : a.metadata_endpoint,
-      "metadata_endpoint", Endpoint::PlainHttp::kLoopbackOrMetadata);
-}
-
-}  // namespace
 
 Millis ParseDuration(const Json& v, const std::string& field) {
   if (v.is_number_integer() && v.get<int64_t>() >= 0) return Millis(v.get<int64_t>() * 1000);

@@ -69,6 +69,14 @@ struct CloudAccess {
 
 // "30", 30, "30s", "500ms", "5m", "1h" -> milliseconds (a bare number is
 // seconds). Throws std::invalid_argument naming `field`.
+// Config values, shared by the plugins that link this library: each throws
+// std::invalid_argument("<key>: <why>"); callers turn that into their
+// TRELLIS_E_INVALID error.
+std::string String(const nlohmann::json& v, const std::string& key);
+bool Bool(const nlohmann::json& v, const std::string& key);
+int Int(const nlohmann::json& v, const std::string& key, int min, int max);
+// A string or a list of non-empty strings.
+std::vector<std::string> StringList(const nlohmann::json& v, const std::string& key);
 Millis ParseDuration(const nlohmann::json& v, const std::string& field);
 // 5 or {"qps": 5, "burst": 10}. Throws std::invalid_argument naming `field`.
 RateLimit ParseRateLimit(const nlohmann::json& v, const std::string& field);
