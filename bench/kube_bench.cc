@@ -16,12 +16,8 @@
 //
 // --background N first creates N other policies (other namespace, selecting
 // no pod of this node): what every create/delete recompiles beside them.
-#include <fcntl.h>
 #include <nftables/libnftables.h>
-#include <sched.h>
-#include <unistd.h>
 
-#include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <cstring>
@@ -30,6 +26,7 @@
 #include <thread>
 #include <vector>
 
+#include "bench_util.h"
 #include "fake_apiserver.h"
 #include "harness.h"
 
@@ -38,20 +35,11 @@ using Clock = std::chrono::steady_clock;
 
 namespace {
 
-struct Figures {
-  std::vector<double> ms;
-  double At(double q) const {
-    if (ms.empty()) return 0;
-    std::vector<double> v = ms;
-    std::sort(v.begin(), v.end());
-    size_t i = static_cast<size_t>(q * static_cast<double>(v.size() - 1) + 0.5);
-    return v[std::min(i, v.size() - 1)];
-  }
-  void Print(const char* what) const {
-    std::printf("  %-22s n=%zu  p50 %7.1f ms  p90 %7.1f ms  p99 %7.1f ms  max %7.1f ms\n", what,
-                ms.size(), At(0.5), At(0.9), At(0.99), At(1.0));
-  }
-};
+void Print(const char* what, const std::vector<double>& ms) {
+  trellis::bench::Stats s = trellis::bench::Summarize(ms);
+  std::printf("  %-22s n=%zu  p50 %7.1f ms  p90 %7.1f ms  p99 %7.1f ms  max %7.1f ms\n", what, s.n,
+              s.p50, s.p90, s.p99, s.max);
+}
 
 // Reads trellis's `ingress` map in the namespace the calling thread is in.
 class IngressMap {
@@ -148,24 +136,18 @@ int main(int argc, char** argv) {
   }
   const std::string host_if = r.json()["interfaces"][0]["name"];
 
-  Figures created, deleted;
+  std::vector<double> created, deleted;
   bool ok = true;
   std::string failure;
   std::thread t([&] {
-    int fd = open(d.node()->path().c_str(), O_RDONLY | O_CLOEXEC);
-    if (fd < 0 || setns(fd, CLONE_NEWNET) != 0) {
-      ok = false;
-      failure = "cannot enter the node namespace";
-      return;
-    }
-    close(fd);
+    trellis::bench::EnterNetns(d.node()->path());
     IngressMap map;
-    auto wait = [&](bool held, Clock::time_point t0, Figures* f) {
+    auto wait = [&](bool held, Clock::time_point t0, std::vector<double>* ms) {
       while (map.Holds(host_if) != held) {
         if (Clock::now() - t0 > std::chrono::seconds(30)) return false;
         std::this_thread::sleep_for(std::chrono::microseconds(poll_us));
       }
-      f->ms.push_back(std::chrono::duration<double, std::milli>(Clock::now() - t0).count());
+      ms->push_back(std::chrono::duration<double, std::milli>(Clock::now() - t0).count());
       return true;
     };
     if (map.Holds(host_if)) {
@@ -201,7 +183,7 @@ int main(int argc, char** argv) {
   }
   std::printf("kube_bench: %d create+delete rounds, %d background policies, poll %d us\n", events,
               background, poll_us);
-  created.Print("create -> enforced");
-  deleted.Print("delete -> unenforced");
+  Print("create -> enforced", created);
+  Print("delete -> unenforced", deleted);
   return 0;
 }
