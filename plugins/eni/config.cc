@@ -163,10 +163,10 @@ EniConfig ParseConfig(const Json& j) {
   }
   // Tables 253..255 are the kernel's default, main and local; a slot of ours
   // (base + 1 .. base + 64) must never land on them.
-  if (c.route_table_base < 253 && c.route_table_base + 64 >= 253) {
+  if (c.route_table_base >= 189 && c.route_table_base <= 254) {
     throw Bad("route_table_base",
               "base + device index (up to +64) would reach the kernel's tables 253-255; use a "
-              "base below 188 or above 255 (got " + std::to_string(c.route_table_base) + ")");
+              "base of at most 188 or at least 255 (got " + std::to_string(c.route_table_base) + ")");
   }
   if (j.contains("ecs_endpoint")) c.ecs_endpoint = String(j["ecs_endpoint"], "ecs_endpoint");
   if (j.contains("metadata_endpoint")) {

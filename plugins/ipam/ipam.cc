@@ -5,6 +5,7 @@
 //   cur/<subnet>  next-fit cursor
 #include <trellis/plugin.hpp>
 
+#include <algorithm>
 #include <chrono>
 #include <mutex>
 
@@ -159,9 +160,38 @@ class Ipam {
   }
 
   std::vector<Address> Allocate(const Pod& pod) {
-    std::lock_guard lock(mu_);
     ipam::Owner owner{pod.container_id, pod.ifname};
-    if (auto held = alloc_.AddressesOf(owner); !held.empty()) return ToAddresses(held);
+    // An address source may wait for the cloud (an ENI being created and
+    // attached: seconds, up to its acquire timeout). Ask it without holding
+    // mu_, so that every other ADD and DEL on the node goes on meanwhile;
+    // the host serialises calls for one (container, ifname), so nobody else
+    // allocates for this owner in between.
+    std::vector<Address> acquired;
+    bool external;
+    {
+      std::unique_lock lock(mu_);
+      if (auto held = alloc_.AddressesOf(owner); !held.empty()) return ToAddresses(held);
+      external = cfg_.external;
+      if (external) {
+        const std::vector<int> families = cfg_.families;
+        lock.unlock();
+        try {
+          for (int family : families) {
+            auto got = host_.AcquireAddresses(pod, family, 1);
+            if (got.empty()) throw Error(TRELLIS_E_EXHAUSTED, "the address source gave no address");
+            acquired.push_back(got.front());
+          }
+        } catch (...) {
+          ReturnToSource(acquired);
+          throw;
+        }
+      }
+    }
+    std::lock_guard lock(mu_);
+    if (cfg_.external != external) {
+      ReturnToSource(acquired);
+      throw Error(TRELLIS_E_UNAVAILABLE, "the ipam address source changed during the allocation");
+    }
     int64_t now = Now();
     for (const auto& ip : alloc_.Expire(now, cfg_.reuse_delay_s)) host_.Delete("r/" + ip);
 
@@ -176,24 +206,20 @@ class Ipam {
           host_.Warn(std::string("undoing an allocation: ") + e.what());
         }
       }
-      if (cfg_.external) {
-        std::vector<Address> external;
-        for (const auto& a : out) external.push_back(a);
-        try {
-          host_.ReleaseAddresses(external);
-        } catch (const Error& e) {
-          host_.Warn(std::string("returning addresses after a failed allocation: ") + e.what());
-        }
-      }
+      if (cfg_.external) ReturnToSource(out);
     };
     try {
       for (int family : cfg_.families) {
         Address a;
         const ipam::Range* range = nullptr;
         if (cfg_.external) {
-          auto got = host_.AcquireAddresses(pod, family, 1);
-          if (got.empty()) throw Error(TRELLIS_E_EXHAUSTED, "the address source gave no address");
-          a = got.front();
+          auto it = std::find_if(acquired.begin(), acquired.end(),
+                                 [&](const Address& x) { return x.family == family; });
+          if (it == acquired.end()) {
+            throw Error(TRELLIS_E_UNAVAILABLE, "the ipam families changed during the allocation");
+          }
+          a = *it;
+          acquired.erase(it);
           a.flags |= TRELLIS_ADDR_F_FROM_SOURCE;
           if (alloc_.allocated().contains(a.IpString())) {
             throw Error(TRELLIS_E_INTERNAL, "the address source handed out " + a.IpString() +
@@ -221,11 +247,24 @@ class Ipam {
       }
     } catch (...) {
       undo();
+      ReturnToSource(acquired);
       UpdateMetrics();
       throw;
     }
+    ReturnToSource(acquired);  // families dropped from the config meanwhile
     UpdateMetrics();
     return out;
+  }
+
+  // Gives addresses back to the address source; failures are logged (the
+  // source's own GC reclaims what it handed out to nobody).
+  void ReturnToSource(const std::vector<Address>& addresses) {
+    if (addresses.empty()) return;
+    try {
+      host_.ReleaseAddresses(addresses);
+    } catch (const Error& e) {
+      host_.Warn(std::string("returning addresses to the address source: ") + e.what());
+    }
   }
 
   void Release(const Pod& pod) {

@@ -10,9 +10,11 @@
 // module removes its ENIs and routes.
 #include <gtest/gtest.h>
 
+#include <atomic>
 #include <filesystem>
 #include <fstream>
 #include <set>
+#include <thread>
 
 #include "ecs_emulator.h"
 #include "harness.h"
@@ -232,6 +234,40 @@ TEST_F(EniEmulatorTest, PoolFillsInBatchesAndDrains) {
   ASSERT_TRUE(WaitFor([&] { return OurEnis().empty(); }, seconds(60))) << Pool(D()).dump(2);
   EXPECT_EQ(D().NodeExec("ip route show table 101").out, "");
   EXPECT_EQ(D().NodeExec("ip route show table 102").out, "");
+}
+
+// A pod waiting for the cloud (a pool miss) must not hold up the node's other
+// ADDs and DELs: ipam asks the address source without its lock.
+TEST_F(EniEmulatorTest, APodWaitingForTheCloudDoesNotHoldUpTheOthers) {
+  // reuse_delay: pod-a's address, once freed, cannot serve pod-b's wait.
+  Up({.eni = {{"min_pool_size", 0}, {"max_pool_size", 1}, {"reuse_delay", "60s"}}});
+  Netns a("pa"), b("pb");
+  auto ra = Add(D(), "pod-a", a);  // a miss served at once: nothing slows the cloud yet
+  ASSERT_EQ(ra.exit_code, 0) << ra.out << ra.err;
+  ASSERT_TRUE(emu_->AddFault({{"action", "AssignPrivateIpAddresses"}, {"latency_ms", 4000},
+                              {"count", -1}})
+                  .ok());
+  std::atomic<bool> add_b_done{false};
+  RunResult rb;
+  std::thread add_b([&] {
+    rb = Add(D(), "pod-b", b);  // a miss: waits for the slow assignment
+    add_b_done = true;
+  });
+  // Wait until pod-b's ADD is inside the pool, waiting for the cloud.
+  ASSERT_TRUE(WaitFor(
+      [&] { return Pool(D()).value("pool", Json::object()).value("waiting_pods", 0) > 0; },
+      seconds(10)))
+      << Pool(D()).dump(2);
+  auto da = Del(D(), "pod-a", a);
+  EXPECT_EQ(da.exit_code, 0) << da.out << da.err;
+  // pod-b is still waiting for the cloud (4 s): the DEL did not wait for it.
+  EXPECT_GT(Pool(D()).value("pool", Json::object()).value("waiting_pods", 0), 0)
+      << "pod-a's DEL waited for pod-b's cloud call";
+  EXPECT_FALSE(add_b_done);
+  add_b.join();
+  EXPECT_EQ(rb.exit_code, 0) << rb.out << rb.err;
+  EXPECT_TRUE(emu_->ClearFaults());
+  EXPECT_EQ(Del(D(), "pod-b", b).exit_code, 0);
 }
 
 TEST_F(EniEmulatorTest, ThrottlingIsRetriedAndTheEniQuotaIsRespected) {

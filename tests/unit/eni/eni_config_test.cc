@@ -90,7 +90,14 @@ TEST(EniConfig, RefusalsNameTheKey) {
             std::string::npos);
   EXPECT_NE(with({{"reuse_delay", "soon"}}).find("reuse_delay: expected a duration"),
             std::string::npos);
-  EXPECT_NE(with({{"route_table_base", 200}}).find("route_table_base"), std::string::npos);
+  // Slots base+1..base+64 must miss the kernel's tables 253-255.
+  for (int base : {189, 200, 252, 253, 254}) {
+    EXPECT_NE(with({{"route_table_base", base}}).find("route_table_base"), std::string::npos)
+        << base;
+  }
+  for (int base : {100, 188, 255, 1000}) {
+    EXPECT_EQ(with({{"route_table_base", base}}), "") << base;
+  }
   EXPECT_NE(with({{"ip_stack", "dual"}}).find("ip_stack"), std::string::npos);
   EXPECT_NE(with({{"access_key", "LTAI-only"}}).find("secret_key"), std::string::npos);
   EXPECT_NE(with({{"eni_tags", {{"trellis.io/cluster", "x"}}}}).find("reserved"),
