@@ -139,9 +139,25 @@ Status Informer::ListAll() {
     if (!page.contains("items") || !(page["items"].is_array() || page["items"].is_null())) {
       return absl::DataLossError("LIST " + opts_.path + ": the answer has no items");
     }
+    // The items of a list carry no kind and apiVersion (the API server
+    // drops them; watch events keep them): they are put back from the
+    // list's own, so that a cached object reads the same whichever way it
+    // came. Consumers rely on them (the policy module refuses a
+    // NetworkPolicy without apiVersion), and a relist would otherwise
+    // report every watched object as changed.
+    std::string kind =
+        page.contains("kind") && page["kind"].is_string() ? page["kind"].get<std::string>() : "";
+    kind = kind.size() > 4 && kind.ends_with("List") ? kind.substr(0, kind.size() - 4) : "";
+    const std::string api_version = page.contains("apiVersion") && page["apiVersion"].is_string()
+                                        ? page["apiVersion"].get<std::string>()
+                                        : "";
     if (page["items"].is_array()) {
       for (auto& item : page["items"]) {
         Json obj = Trim(std::move(item));
+        if (obj.is_object()) {
+          if (!kind.empty() && !obj.contains("kind")) obj["kind"] = kind;
+          if (!api_version.empty() && !obj.contains("apiVersion")) obj["apiVersion"] = api_version;
+        }
         // The key first: json's operator= takes its argument by value, and
         // C++17 initialises it before the left side is evaluated.
         std::string key = Key(obj);

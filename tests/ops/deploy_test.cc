@@ -82,8 +82,8 @@ TEST_P(Overlay, EveryObjectParsesAndIsInItsPlace) {
     // Credentials come from a Secret the operator creates, never from here.
     EXPECT_NE(kind, "Secret");
   }
-  for (const char* k : {"ServiceAccount", "ClusterRole", "ClusterRoleBinding", "ConfigMap",
-                        "DaemonSet", "Service"}) {
+  for (const char* k : {"ServiceAccount", "ClusterRole", "ClusterRoleBinding", "Role",
+                        "RoleBinding", "ConfigMap", "DaemonSet", "Service"}) {
     EXPECT_TRUE(kinds.contains(k)) << k;
   }
   bool monitoring = GetParam() == "production";
@@ -207,6 +207,10 @@ TEST_P(Overlay, ConfigMapsHoldAValidNodeConfigAndConflist) {
     }
   }
   ASSERT_TRUE((*cm)["data"].contains("trellis.yaml"));
+  // A deployed daemon uses the Kubernetes API (in-cluster: no kubeconfig).
+  Json node_cfg = YamlToJson((*cm)["data"]["trellis.yaml"].get<std::string>());
+  EXPECT_EQ(node_cfg["kubernetes"].value("enabled", false), true) << node_cfg["kubernetes"];
+  EXPECT_FALSE(node_cfg["kubernetes"].contains("kubeconfig"));
   TempDir dir;
   for (const auto& [k, v] : (*cm)["data"].items()) std::ofstream(dir / k) << v.get<std::string>();
   PluginDir plugins;
@@ -231,27 +235,45 @@ TEST_P(Overlay, ConfigMapsHoldAValidNodeConfigAndConflist) {
   EXPECT_EQ(conflist["plugins"][0]["socket"], Arg(daemon_, "--socket"));
 }
 
-TEST_P(Overlay, RbacGrantsOnlyWhatTheDaemonReads) {
+TEST_P(Overlay, RbacGrantsOnlyWhatTheDaemonUses) {
   EXPECT_EQ(pod_["serviceAccountName"], "trellis");
+  // The Kubernetes API source authenticates with the service account token.
+  EXPECT_EQ(pod_.value("automountServiceAccountToken", false), true);
+  const Json* ns_env = Named(daemon_["env"], "POD_NAMESPACE");
+  ASSERT_NE(ns_env, nullptr);
+  EXPECT_EQ((*ns_env)["valueFrom"]["fieldRef"]["fieldPath"], "metadata.namespace");
   const Json* role = Find(objs_, "ClusterRole", "trellis");
   const Json* binding = Find(objs_, "ClusterRoleBinding", "trellis");
-  ASSERT_TRUE(role && binding);
-  EXPECT_EQ((*binding)["roleRef"]["name"], "trellis");
-  EXPECT_EQ((*binding)["subjects"][0]["name"], "trellis");
-  EXPECT_EQ((*binding)["subjects"][0]["namespace"], "kube-system");
+  const Json* nsrole = Find(objs_, "Role", "trellis");
+  const Json* nsbinding = Find(objs_, "RoleBinding", "trellis");
+  ASSERT_TRUE(role && binding && nsrole && nsbinding);
+  for (const Json* b : {binding, nsbinding}) {
+    EXPECT_EQ((*b)["roleRef"]["name"], "trellis");
+    EXPECT_EQ((*b)["subjects"][0]["name"], "trellis");
+    EXPECT_EQ((*b)["subjects"][0]["namespace"], "kube-system");
+  }
+  EXPECT_EQ((*binding)["roleRef"]["kind"], "ClusterRole");
+  EXPECT_EQ((*nsbinding)["roleRef"]["kind"], "Role");
+  // Reads, plus two writes: Events anywhere (on the pods that failed), the
+  // Lease only in the daemon's namespace. That the rules are exactly what
+  // the daemon requests is checked against its requests by the kube tests
+  // (tests/netns/kube/kube_rbac.h).
   const std::set<std::string> read = {"get", "list", "watch"};
-  for (const auto& rule : (*role).value("rules", Json::array())) {
-    for (const auto& r : rule["resources"]) {
-      EXPECT_NE(r, "*");
-      EXPECT_NE(r, "secrets");
-      for (const auto& v : rule["verbs"]) {
-        EXPECT_TRUE(read.contains(v) || r == "leases") << r << ": " << v;
+  for (const Json* r : {role, nsrole}) {
+    for (const auto& rule : (*r).value("rules", Json::array())) {
+      EXPECT_FALSE(rule.contains("nonResourceURLs")) << rule;
+      for (const auto& g : rule["apiGroups"]) EXPECT_NE(g, "*");
+      for (const auto& res : rule["resources"]) {
+        EXPECT_NE(res, "*");
+        EXPECT_NE(res, "secrets");
+        for (const auto& v : rule["verbs"]) {
+          bool write_ok = (res == "events" && v == "create") ||
+                          (r == nsrole && res == "leases" && (v == "create" || v == "update"));
+          EXPECT_TRUE(read.contains(v) || write_ok) << res << ": " << v;
+        }
       }
     }
   }
-  // Nothing is read from the API yet, so no token is mounted either.
-  EXPECT_TRUE((*role).value("rules", Json::array()).empty() ||
-              pod_.value("automountServiceAccountToken", true));
 }
 
 INSTANTIATE_TEST_SUITE_P(Deploy, Overlay, ::testing::Values("dev", "production"));

@@ -213,6 +213,32 @@ TEST_F(KubeClientTest, InformerListsPagesAndFollowsTheWatch) {
   EXPECT_TRUE(inf->stats().resource_version == std::to_string(api_.resource_version()));
 }
 
+// A list's items come without kind and apiVersion; the cache has them as a
+// watch event would (the policy module refuses a NetworkPolicy without
+// them), and a relist of unchanged objects reports no update.
+TEST_F(KubeClientTest, ListedObjectsKeepTheirKindAndApiVersion) {
+  api_.Apply(FakeApiServer::NetworkPolicy("shop", "listed", {{"podSelector", Json::object()}}));
+  Seen seen;
+  auto inf = MakeInformer("/apis/networking.k8s.io/v1/networkpolicies", &seen);
+  inf->Start();
+  ASSERT_TRUE(Synced(*inf));
+  auto listed = inf->Get("shop/listed");
+  ASSERT_TRUE(listed.has_value());
+  EXPECT_EQ((*listed)["kind"], "NetworkPolicy");
+  EXPECT_EQ((*listed)["apiVersion"], "networking.k8s.io/v1");
+  api_.Apply(FakeApiServer::NetworkPolicy("shop", "watched", {{"podSelector", Json::object()}}));
+  ASSERT_TRUE(WaitFor([&] { return seen.Has("add shop/watched"); }));
+  EXPECT_EQ((*inf->Get("shop/watched"))["kind"], "NetworkPolicy");
+  // A relist (410) of objects the watch delivered: nothing changed.
+  api_.PauseWatches(true);
+  api_.Apply(FakeApiServer::Namespace("elsewhere"));  // the watch falls behind...
+  api_.Compact();                                     // ... past the compaction
+  api_.PauseWatches(false);
+  ASSERT_TRUE(WaitFor([&] { return inf->stats().lists >= 2; }));
+  EXPECT_FALSE(seen.Has("update shop/watched"));
+  EXPECT_FALSE(seen.Has("update shop/listed"));
+}
+
 TEST_F(KubeClientTest, FieldSelectorScopesTheCacheAndTheWatch) {
   api_.Apply(FakeApiServer::Pod("default", "mine", "node-a"));
   api_.Apply(FakeApiServer::Pod("default", "theirs", "node-b"));

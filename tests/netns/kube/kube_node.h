@@ -1,12 +1,13 @@
 // A trellisd node wired to the fake Kubernetes API server: the daemon in its
 // own network namespace, the API server listening inside that namespace, a
-// kubeconfig with a rotating token file, and the kube_recorder test plugin
-// recording what the host tells the modules.
+// kubeconfig with a rotating token file, and (unless turned off) the
+// kube_recorder test plugin recording what the host tells the modules.
 #ifndef TRELLIS_TESTS_NETNS_KUBE_KUBE_NODE_H_
 #define TRELLIS_TESTS_NETNS_KUBE_KUBE_NODE_H_
 
 #include <filesystem>
 #include <fstream>
+#include <map>
 #include <memory>
 #include <string>
 #include <vector>
@@ -38,6 +39,8 @@ struct KubeNodeSetup {
   bool recorder = true;
   std::string recorder_config = "";
   std::string token = "node-token";
+  // Added to the daemon's environment (NODE_NAME, POD_NAMESPACE are set).
+  std::map<std::string, std::string> env = {};
 };
 
 class KubeNode {
@@ -50,6 +53,7 @@ class KubeNode {
     o.config_path = dir_ / "trellis.yaml";
     o.plugin_dir = plugins_.path();
     o.env = {{"NODE_NAME", node_name}, {"POD_NAMESPACE", "kube-system"}};
+    for (const auto& [k, v] : setup.env) o.env[k] = v;
     daemon_ = std::make_unique<Daemon>(o);
     port_ = api_->Listen(daemon_->node()->name());
     api_->AddToken(token_);
@@ -85,8 +89,13 @@ class KubeNode {
                 const Json& extra = Json::object()) {
     std::string args = "IgnoreUnknown=1;K8S_POD_NAMESPACE=" + pod_ns + ";K8S_POD_NAME=" + pod;
     if (!uid.empty()) args += ";K8S_POD_UID=" + uid;
-    return test::Cni({.command = command, .container_id = id, .netns = ns.path(), .args = args,
-                      .config = daemon_->NetConf("1.1.0", extra)});
+    CniCall call;
+    call.command = command;
+    call.container_id = id;
+    call.netns = ns.path();
+    call.args = args;
+    call.config = daemon_->NetConf("1.1.0", extra);
+    return test::Cni(call);
   }
 
  private:

@@ -5,13 +5,15 @@
 // election across two daemons, token rotation, relist after 410, Events.
 //
 // Modules are the kube_recorder test plugin (it records what the host calls);
-// kube_datapath_test.cc does the same against the real qos/policy plugins
-// and the kernel.
+// kube_modules_test.cc does the same against the real policy, qos and
+// secgroup plugins and the kernel. The fake API server enforces the RBAC of
+// deploy/ (kube_rbac.h): a request it does not grant fails the test.
 #include <gtest/gtest.h>
 
 #include <set>
 
 #include "kube_node.h"
+#include "kube_rbac.h"
 
 namespace trellis::test {
 namespace {
@@ -44,6 +46,13 @@ size_t CountOf(const fs::path& log, const std::string& op, const std::string& po
 
 class KubeSource : public ::testing::Test {
  protected:
+  void SetUp() override {
+    std::string error;
+    ASSERT_TRUE(EnforceShippedRbac(api_, &error)) << error;
+  }
+  void TearDown() override {
+    EXPECT_EQ(Forbidden(api_), "") << "requests the RBAC in deploy/ does not grant";
+  }
   std::unique_ptr<KubeNode> Node(const std::string& name, KubeNodeSetup setup = {}) {
     if (setup.modules.empty()) setup.modules = kModules;
     if (!api_.Get("Node", "", name)) api_.Apply(FakeApiServer::Node(name, {"10.61.0.0/24"}));
@@ -376,6 +385,59 @@ TEST_F(KubeSource, AFailedAddIsAnEventOnThePod) {
   EXPECT_NE(node->Cni("ADD", "c-broken", ns, "shop", "broken", "uid-broken").exit_code, 0);
   EXPECT_EQ(node->Cni("DEL", "c-broken", ns, "shop", "broken").exit_code, 0);
   EXPECT_EQ(api_.List("Event", "shop").size(), 1u);
+}
+
+// The RBAC of deploy/ is exactly what the daemon requests. Every test here
+// runs under it (a request it does not grant fails that test); this one
+// drives every kind of request the daemon makes (the watches, the direct
+// pod GET, the per-node ConfigMap, the Lease from creation to release, an
+// Event) and fails on any grant that none of them used.
+TEST_F(KubeSource, TheShippedRbacIsExactlyWhatTheDaemonUses) {
+  std::string error;
+  const std::set<RbacGrant> granted = ShippedRbac(&error);
+  ASSERT_FALSE(granted.empty()) << error;
+  api_.Apply(FakeApiServer::Node("node-r", {"10.61.0.0/24"}, {{"terway-config", "special"}}));
+  api_.Apply(FakeApiServer::ConfigMap(
+      "kube-system", "special",
+      {{"trellis.yaml", "modules:\n  recorder:\n    config: {tag: special}\n"}}));
+  api_.Apply(FakeApiServer::Pod("shop", "broken", "node-r", {}, {}, "uid-broken"));
+  auto node = Node("node-r", {.recorder_config = "fail_pod: broken, "});
+  ASSERT_NO_FATAL_FAILURE(Start(*node));
+  auto creates = Records(node->log(), "create");
+  ASSERT_FALSE(creates.empty());
+  EXPECT_EQ(creates.back()["tag"], "special") << "the per-node ConfigMap was read";
+  // The Lease (kube_recorder is a secgroup module, so the daemon campaigns):
+  // read, created, renewed.
+  const std::string leases = "/apis/coordination.k8s.io/v1/namespaces/kube-system/leases";
+  EXPECT_TRUE(WaitFor([&] { return api_.Count("PUT", leases + "/trellis-secgroup") > 0; }))
+      << node->daemon().Log();
+  // A pod the watch has not delivered yet: one direct GET.
+  api_.PauseWatches(true);
+  api_.Apply(FakeApiServer::Pod("shop", "fresh", "node-r", {{"app", "fresh"}}));
+  Netns ns("pod");
+  auto r = node->Cni("ADD", "c-fresh", ns, "shop", "fresh");
+  EXPECT_EQ(r.exit_code, 0) << r.out << node->daemon().Log();
+  api_.PauseWatches(false);
+  EXPECT_EQ(node->Cni("DEL", "c-fresh", ns, "shop", "fresh").exit_code, 0);
+  // A failed ADD: an Event on the pod.
+  Netns ns2("pod");
+  EXPECT_NE(node->Cni("ADD", "c-broken", ns2, "shop", "broken", "uid-broken").exit_code, 0);
+  EXPECT_TRUE(WaitFor([&] { return !api_.List("Event", "shop").empty(); }));
+  EXPECT_EQ(node->Cni("DEL", "c-broken", ns2, "shop", "broken").exit_code, 0);
+  // A graceful stop hands the Lease over.
+  node->daemon().Stop();
+
+  std::set<RbacGrant> used;
+  for (const auto& req : api_.Requests()) {
+    if (!req.authenticated || !req.access) continue;
+    if (const RbacGrant* g = Allowing(granted, *req.access)) used.insert(*g);
+  }
+  std::string unused;
+  for (const auto& g : granted) {
+    if (!used.contains(g)) unused += "  " + g.str() + "\n";
+  }
+  EXPECT_EQ(unused, "") << "deploy/ grants what the daemon never requests";
+  // TearDown() checks the other direction: nothing was refused.
 }
 
 }  // namespace
