@@ -392,6 +392,24 @@ TEST(EniPool, LeakGcWaitsForTheThreshold) {
   EXPECT_FALSE(rig.ecs->Get(leaked));
 }
 
+TEST(EniPool, AStrayAddressIsUnassignedAfterTheThreshold) {
+  Rig rig(/*fake_clock=*/true);
+  rig.cfg.eni_gc_threshold = Millis(60000);
+  rig.cfg.min_pool_size = 2;
+  rig.cfg.max_pool_size = 2;
+  Pool& pool = rig.Start();
+  pool.EnsureNow();
+  const std::string eni = rig.Ours().at(0).id;
+  const size_t before = rig.ecs->Get(eni)->private_ips.size();
+  rig.ecs->AddIp(eni);  // assigned in the cloud, unknown to the pool
+  pool.GcNow();
+  EXPECT_EQ(rig.ecs->Get(eni)->private_ips.size(), before + 1) << "unassigned before the threshold";
+  rig.fake_clock.Advance(std::chrono::seconds(61));
+  pool.GcNow();
+  EXPECT_EQ(rig.ecs->Get(eni)->private_ips.size(), before) << "the stray address stayed";
+  EXPECT_EQ(pool.Counts().idle, 2) << "the pool's own addresses were touched";
+}
+
 TEST(EniPool, DeactivateDeletesOurEnisAndForgetsEverything) {
   Rig rig;
   rig.cfg.min_pool_size = 12;
