@@ -1818,15 +1818,7 @@ void Pool::Reconfigure(EniConfig config, std::shared_ptr<aliyun::EcsApi> ecs) {
 
 void Pool::Deactivate() {
   // Stop what is in flight, then undo everything.
-  {
-    std::lock_guard lock(mu_);
-    stopping_ = true;
-  }
-  worker_cv_.notify_all();
-  acquire_cv_.notify_all();
-  clock_->Cancel();
-  if (worker_.joinable()) worker_.join();
-  ReapTasks(true);
+  Stop();
   clock_->Reset();
   std::vector<EniLink> links;
   std::vector<std::string> ids;
