@@ -1,0 +1,19 @@
+// The CNI plugin invocation: reads the network config from `in` and the CNI_*
+// environment, makes one gRPC call to trellisd and writes the result (or the
+// CNI error JSON) to `out` in the requested CNI version. No plugin code.
+#ifndef TRELLIS_CORE_CNI_PLUGIN_H_
+#define TRELLIS_CORE_CNI_PLUGIN_H_
+
+#include <istream>
+#include <ostream>
+
+namespace trellis::cni {
+
+// Returns the process exit code (0 or 1). The gRPC channel stays alive until
+// the process ends: the caller leaves with _Exit once `out` is flushed, which
+// spares gRPC's teardown (it took longer than the call itself).
+int RunPlugin(std::istream& in, std::ostream& out);
+
+}  // namespace trellis::cni
+
+#endif  // TRELLIS_CORE_CNI_PLUGIN_H_
