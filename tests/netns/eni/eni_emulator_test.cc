@@ -244,7 +244,8 @@ TEST_F(EniEmulatorTest, APodWaitingForTheCloudDoesNotHoldUpTheOthers) {
   Netns a("pa"), b("pb");
   auto ra = Add(D(), "pod-a", a);  // a miss served at once: nothing slows the cloud yet
   ASSERT_EQ(ra.exit_code, 0) << ra.out << ra.err;
-  ASSERT_TRUE(emu_->AddFault({{"action", "AssignPrivateIpAddresses"}, {"latency_ms", 4000},
+  // 10 s: the margin for the steps below on a loaded CI machine.
+  ASSERT_TRUE(emu_->AddFault({{"action", "AssignPrivateIpAddresses"}, {"latency_ms", 10000},
                               {"count", -1}})
                   .ok());
   std::atomic<bool> add_b_done{false};
@@ -260,7 +261,7 @@ TEST_F(EniEmulatorTest, APodWaitingForTheCloudDoesNotHoldUpTheOthers) {
       << Pool(D()).dump(2);
   auto da = Del(D(), "pod-a", a);
   EXPECT_EQ(da.exit_code, 0) << da.out << da.err;
-  // pod-b is still waiting for the cloud (4 s): the DEL did not wait for it.
+  // pod-b is still waiting for the cloud (10 s): the DEL did not wait for it.
   EXPECT_GT(Pool(D()).value("pool", Json::object()).value("waiting_pods", 0), 0)
       << "pod-a's DEL waited for pod-b's cloud call";
   EXPECT_FALSE(add_b_done);
