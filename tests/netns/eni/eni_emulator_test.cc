@@ -240,7 +240,14 @@ TEST_F(EniEmulatorTest, PoolFillsInBatchesAndDrains) {
 // ADDs and DELs: ipam asks the address source without its lock.
 TEST_F(EniEmulatorTest, APodWaitingForTheCloudDoesNotHoldUpTheOthers) {
   // reuse_delay: pod-a's address, once freed, cannot serve pod-b's wait.
-  Up({.eni = {{"min_pool_size", 0}, {"max_pool_size", 1}, {"reuse_delay", "60s"}}});
+  // api_timeout well above the injected latency: one slow attempt, not a
+  // timed-out attempt retried until acquire_timeout runs out.
+  Up({.eni = {{"min_pool_size", 0},
+              {"max_pool_size", 1},
+              {"reuse_delay", "60s"},
+              {"api_timeout", "40s"},
+              {"api_call_timeout", "60s"},
+              {"acquire_timeout", "60s"}}});
   Netns a("pa"), b("pb");
   auto ra = Add(D(), "pod-a", a);  // a miss served at once: nothing slows the cloud yet
   ASSERT_EQ(ra.exit_code, 0) << ra.out << ra.err;
