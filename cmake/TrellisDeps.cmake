@@ -14,25 +14,8 @@ pkg_check_modules(HTTPLIB REQUIRED IMPORTED_TARGET cpp-httplib)
 find_package(OpenSSL REQUIRED)
 find_program(GRPC_CPP_PLUGIN grpc_cpp_plugin REQUIRED)
 
-# gRPC for long-running processes: shared libraries.
+# gRPC for the daemon: shared libraries. Clients (the CNI binary, trellisctl)
+# speak gRPC through core/cni/client.cc on nghttp2 and link protobuf only.
 add_library(trellis_grpc_shared INTERFACE)
 target_link_libraries(trellis_grpc_shared INTERFACE gRPC::grpc++_unsecure protobuf::libprotobuf)
-
-# gRPC for the CNI binary, which runs once per pod start: static archives, so
-# the process maps no gRPC/abseil/protobuf shared objects and runs no dynamic
-# relocation for them (see docs/BENCHMARKS.md for the measured difference).
-add_library(trellis_grpc_static INTERFACE)
-if(TRELLIS_STATIC_CNI)
-  set(_static_libs grpc++_unsecure grpc_unsecure gpr upb address_sorting cares re2 protobuf z)
-  set(_paths)
-  foreach(_l IN LISTS _static_libs)
-    find_library(_p_${_l} NAMES lib${_l}.a REQUIRED)
-    list(APPEND _paths ${_p_${_l}})
-  endforeach()
-  get_filename_component(_archive_dir ${_p_grpc_unsecure} DIRECTORY)
-  file(GLOB _absl_archives ${_archive_dir}/libabsl_*.a)
-  target_link_libraries(trellis_grpc_static INTERFACE
-    -Wl,--start-group ${_paths} ${_absl_archives} -Wl,--end-group Threads::Threads ${CMAKE_DL_LIBS} rt)
-else()
-  target_link_libraries(trellis_grpc_static INTERFACE trellis_grpc_shared)
-endif()
+pkg_check_modules(NGHTTP2 REQUIRED IMPORTED_TARGET libnghttp2)

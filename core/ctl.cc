@@ -1,7 +1,6 @@
 #include "core/ctl.h"
 
 #include <google/protobuf/util/json_util.h>
-#include <grpcpp/client_context.h>
 
 #include <chrono>
 #include <ctime>
@@ -12,7 +11,7 @@
 #include "core/daemon.h"
 #include "core/log.h"
 #include "core/plugin_loader.h"
-#include "core/proto/trellis.grpc.pb.h"
+#include "core/proto/trellis.pb.h"
 #include "core/registry.h"
 
 namespace trellis {
@@ -29,21 +28,21 @@ std::string ProtoJson(const google::protobuf::Message& m) {
   return s;
 }
 
-std::string GrpcCodeName(grpc::StatusCode c) {
+std::string RpcCodeName(RpcCode c) {
   switch (c) {
-    case grpc::StatusCode::INVALID_ARGUMENT:
+    case RpcCode::kInvalidArgument:
       return "invalid_argument";
-    case grpc::StatusCode::NOT_FOUND:
+    case RpcCode::kNotFound:
       return "not_found";
-    case grpc::StatusCode::FAILED_PRECONDITION:
+    case RpcCode::kFailedPrecondition:
       return "failed_precondition";
-    case grpc::StatusCode::UNAVAILABLE:
+    case RpcCode::kUnavailable:
       return "unavailable";
-    case grpc::StatusCode::DEADLINE_EXCEEDED:
+    case RpcCode::kDeadlineExceeded:
       return "deadline_exceeded";
-    case grpc::StatusCode::UNIMPLEMENTED:
+    case RpcCode::kUnimplemented:
       return "unimplemented";
-    case grpc::StatusCode::PERMISSION_DENIED:
+    case RpcCode::kPermissionDenied:
       return "permission_denied";
     default:
       return "error";
@@ -63,12 +62,11 @@ class Ctl {
   // Connects; on failure prints why and returns false.
   bool Connect() {
     std::string error;
-    auto ch = ConnectUnix(o_.socket, std::chrono::milliseconds(o_.timeout_ms), &error);
-    if (!ch) {
+    client_ = ApiClient::Connect(o_.socket, Timeout(), &error);
+    if (!client_) {
       Error("unavailable", error);
       return false;
     }
-    stub_ = v1::Trellis::NewStub(ch);
     return true;
   }
   // Every failure goes to stderr; with -o json stdout also gets one JSON
@@ -78,20 +76,20 @@ class Ctl {
     err_ << "trellisctl: " << message << "\n";
     if (json()) out_ << Json{{"error", {{"code", code}, {"message", message}}}}.dump(2) << "\n";
   }
-  std::unique_ptr<grpc::ClientContext> Ctx() {
-    auto c = std::make_unique<grpc::ClientContext>();
-    c->set_deadline(std::chrono::system_clock::now() + std::chrono::milliseconds(o_.timeout_ms));
-    return c;
+  std::chrono::milliseconds Timeout() const { return std::chrono::milliseconds(o_.timeout_ms); }
+  RpcStatus Call(std::string_view method, const google::protobuf::MessageLite& req,
+                 google::protobuf::MessageLite* resp) {
+    return client_->Call(method, req, resp, Timeout());
   }
   // Exit code of a failed call: the daemon did not answer (3), refused the
   // arguments (2), or answered no (1).
-  int RpcFailed(const grpc::Status& s) {
-    Error(GrpcCodeName(s.error_code()), s.error_message());
-    switch (s.error_code()) {
-      case grpc::StatusCode::UNAVAILABLE:
-      case grpc::StatusCode::DEADLINE_EXCEEDED:
+  int RpcFailed(const RpcStatus& s) {
+    Error(RpcCodeName(s.code), s.message);
+    switch (s.code) {
+      case RpcCode::kUnavailable:
+      case RpcCode::kDeadlineExceeded:
         return kCtlUnreachable;
-      case grpc::StatusCode::INVALID_ARGUMENT:
+      case RpcCode::kInvalidArgument:
         return kCtlUsage;
       default:
         return kCtlNegative;
@@ -102,7 +100,7 @@ class Ctl {
   int Status() {
     if (!Connect()) return kCtlUnreachable;
     v1::DaemonStatus s;
-    auto st = stub_->GetStatus(Ctx().get(), v1::StatusRequest(), &s);
+    auto st = Call("GetStatus", v1::StatusRequest(), &s);
     if (!st.ok()) return RpcFailed(st);
     if (json()) {
       out_ << ProtoJson(s);
@@ -132,7 +130,7 @@ class Ctl {
   int Modules() {
     if (!Connect()) return kCtlUnreachable;
     v1::ListModulesResponse r;
-    auto st = stub_->ListModules(Ctx().get(), v1::ListModulesRequest(), &r);
+    auto st = Call("ListModules", v1::ListModulesRequest(), &r);
     if (!st.ok()) return RpcFailed(st);
     if (json()) {
       out_ << ProtoJson(r);
@@ -162,7 +160,7 @@ class Ctl {
   int Pods() {
     if (!Connect()) return kCtlUnreachable;
     v1::ListPodsResponse r;
-    auto st = stub_->ListPods(Ctx().get(), v1::ListPodsRequest(), &r);
+    auto st = Call("ListPods", v1::ListPodsRequest(), &r);
     if (!st.ok()) return RpcFailed(st);
     if (json()) {
       out_ << ProtoJson(r);
@@ -200,15 +198,13 @@ class Ctl {
       return rc;
     };
     std::string error;
-    auto ch = ConnectUnix(o_.socket, std::chrono::milliseconds(o_.timeout_ms), &error);
-    if (!ch) return report(false, false, error, kCtlUnreachable);
-    stub_ = v1::Trellis::NewStub(ch);
+    client_ = ApiClient::Connect(o_.socket, Timeout(), &error);
+    if (!client_) return report(false, false, error, kCtlUnreachable);
     v1::DaemonStatus s;
-    auto st = stub_->GetStatus(Ctx().get(), v1::StatusRequest(), &s);
+    auto st = Call("GetStatus", v1::StatusRequest(), &s);
     if (!st.ok()) {
-      bool gone = st.error_code() == grpc::StatusCode::UNAVAILABLE ||
-                  st.error_code() == grpc::StatusCode::DEADLINE_EXCEEDED;
-      return report(false, false, st.error_message(), gone ? kCtlUnreachable : kCtlNegative);
+      bool gone = st.code == RpcCode::kUnavailable || st.code == RpcCode::kDeadlineExceeded;
+      return report(false, false, st.message, gone ? kCtlUnreachable : kCtlNegative);
     }
     bool ok = s.live() && (!o_.ready || s.ready());
     return report(s.live(), s.ready(), !s.live() ? s.live_reason() : s.ready_reason(),
@@ -225,7 +221,7 @@ class Ctl {
     v1::SetLogLevelRequest req;
     req.set_level(level);
     v1::SetLogLevelResponse r;
-    auto st = stub_->SetLogLevel(Ctx().get(), req, &r);
+    auto st = Call("SetLogLevel", req, &r);
     if (!st.ok()) return RpcFailed(st);
     if (json()) out_ << ProtoJson(r);
     else out_ << "log level: " << r.previous() << " -> " << r.level() << "\n";
@@ -241,7 +237,7 @@ class Ctl {
     req.set_operation(op);
     req.set_request_json(request.dump());
     v1::ModuleCallResponse r;
-    auto st = stub_->ModuleCall(Ctx().get(), req, &r);
+    auto st = Call("ModuleCall", req, &r);
     if (!st.ok()) return RpcFailed(st);
     Json j = Json::parse(r.result_json(), nullptr, false);
     if (result != nullptr) *result = j;
@@ -382,7 +378,7 @@ class Ctl {
   const CtlOptions& o_;
   std::ostream& out_;
   std::ostream& err_;
-  std::unique_ptr<v1::Trellis::Stub> stub_;
+  std::unique_ptr<ApiClient> client_;
 };
 
 }  // namespace

@@ -9,7 +9,7 @@ packages=(
   libboost-dev libboost-program-options-dev
   libyaml-cpp-dev libspdlog-dev libfmt-dev nlohmann-json3-dev
   libnl-3-dev libnl-route-3-dev
-  libgrpc++-dev libprotobuf-dev protobuf-compiler protobuf-compiler-grpc
+  libgrpc++-dev libprotobuf-dev protobuf-compiler protobuf-compiler-grpc libnghttp2-dev
   libabsl-dev libc-ares-dev libre2-dev zlib1g-dev libssl-dev
   libsqlite3-dev libnftables-dev libcpp-httplib-dev
   libgtest-dev libgmock-dev

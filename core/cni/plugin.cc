@@ -1,14 +1,12 @@
 #include "core/cni/plugin.h"
 
-#include <grpcpp/client_context.h>
-
 #include <chrono>
 #include <cstdlib>
 #include <iterator>
 
 #include "core/cni/cni.h"
 #include "core/cni/client.h"
-#include "core/proto/trellis.grpc.pb.h"
+#include "core/proto/trellis.pb.h"
 
 namespace trellis::cni {
 
@@ -61,11 +59,8 @@ int RunPlugin(std::istream& in, std::ostream& out) {
   const uint32_t unreachable = cmd == "STATUS" ? kNotAvailable : kTryAgainLater;
 
   std::string error;
-  // Static: the caller leaves with _Exit (plugin.h), so neither the channel nor gRPC's
-  // threads are torn down (that took longer than the call itself).
-  static std::shared_ptr<grpc::Channel> channel;
-  channel = ConnectUnix(conf.socket, 2s, &error);
-  if (!channel) return Fail(out, {unreachable, error, ""}, conf.cni_version);
+  auto client = ApiClient::Connect(conf.socket, 2s, &error);
+  if (!client) return Fail(out, {unreachable, error, ""}, conf.cni_version);
 
   v1::CniRequest req;
   req.set_command(cmd);
@@ -75,24 +70,22 @@ int RunPlugin(std::istream& in, std::ostream& out) {
   req.set_args(env.args);
   req.set_path(env.path);
   req.set_config(input);
-  grpc::ClientContext ctx;
   auto timeout = conf.timeout_ms > 0 ? std::chrono::milliseconds(conf.timeout_ms) : DefaultTimeout(cmd);
-  ctx.set_deadline(std::chrono::system_clock::now() + timeout);
   v1::CniResponse resp;
-  grpc::Status st = v1::Trellis::NewStub(channel)->Cni(&ctx, req, &resp);
+  RpcStatus st = client->Call("Cni", req, &resp, timeout);
   if (!st.ok()) {
-    switch (st.error_code()) {
-      case grpc::StatusCode::UNAVAILABLE:
-      case grpc::StatusCode::RESOURCE_EXHAUSTED:
-        return Fail(out, {unreachable, "trellisd is unavailable: " + st.error_message(), ""},
+    switch (st.code) {
+      case RpcCode::kUnavailable:
+      case RpcCode::kResourceExhausted:
+        return Fail(out, {unreachable, "trellisd is unavailable: " + st.message, ""},
                     conf.cni_version);
-      case grpc::StatusCode::DEADLINE_EXCEEDED:
+      case RpcCode::kDeadlineExceeded:
         return Fail(out, {unreachable,
                      "trellisd did not answer within " + std::to_string(timeout.count()) + " ms",
                      ""},
                     conf.cni_version);
       default:
-        return Fail(out, {kInternal, "trellisd call failed: " + st.error_message(), ""},
+        return Fail(out, {kInternal, "trellisd call failed: " + st.message, ""},
                     conf.cni_version);
     }
   }

@@ -9,9 +9,7 @@
 
 namespace trellis::cni {
 
-// Returns the process exit code (0 or 1). The gRPC channel stays alive until
-// the process ends: the caller leaves with _Exit once `out` is flushed, which
-// spares gRPC's teardown (it took longer than the call itself).
+// Returns the process exit code (0 or 1).
 int RunPlugin(std::istream& in, std::ostream& out);
 
 }  // namespace trellis::cni
