@@ -165,30 +165,37 @@ Status Datapath::EnsureSuppressRule(int family) {
 
 StatusOr<PodInterfaceState> Datapath::Setup(const PodInterfaceSpec& spec) {
   TRELLIS_ASSIGN_OR_RETURN(nl::Socket host, HostSocket());
-  if (auto stale = nl::GetLink(host.get(), spec.host_ifname); stale.ok()) {
-    rtnl_link_delete(host.get(), stale->get());
-  }
   int nsfd = open(spec.netns.c_str(), O_RDONLY | O_CLOEXEC);
   if (nsfd < 0) {
     return absl::NotFoundError("network namespace " + spec.netns + ": " + std::strerror(errno));
   }
-  {
+  // The host end is created up, the pod's end directly in its namespace. A
+  // host end left by an attempt that never finished is removed on EEXIST,
+  // not looked for first: that costs a round trip on every ADD.
+  auto create = [&] {
     nl::Link veth(rtnl_link_veth_alloc());
     rtnl_link_set_name(veth.get(), spec.host_ifname.c_str());
     rtnl_link_set_mtu(veth.get(), spec.mtu);
+    rtnl_link_set_flags(veth.get(), IFF_UP);
     nl::Link peer(rtnl_link_veth_get_peer(veth.get()));
     rtnl_link_set_name(peer.get(), spec.ifname.c_str());
     rtnl_link_set_mtu(peer.get(), spec.mtu);
     rtnl_link_set_ns_fd(peer.get(), nsfd);
-    int err = rtnl_link_add(host.get(), veth.get(), NLM_F_CREATE | NLM_F_EXCL);
-    close(nsfd);
-    if (err < 0) {
-      if (err == -NLE_EXIST) {
-        return absl::AlreadyExistsError("interface " + spec.ifname + " already exists in " +
-                                        spec.netns);
-      }
-      return nl::Error(err, "create veth " + spec.host_ifname + " <-> " + spec.ifname);
+    return rtnl_link_add(host.get(), veth.get(), NLM_F_CREATE | NLM_F_EXCL);
+  };
+  int err = create();
+  if (err == -NLE_EXIST) {
+    if (auto stale = nl::GetLink(host.get(), spec.host_ifname); stale.ok()) {
+      rtnl_link_delete(host.get(), stale->get());
+      err = create();
     }
+  }
+  close(nsfd);
+  if (err == -NLE_EXIST) {
+    return absl::AlreadyExistsError("interface " + spec.ifname + " already exists in " + spec.netns);
+  }
+  if (err < 0) {
+    return nl::Error(err, "create veth " + spec.host_ifname + " <-> " + spec.ifname);
   }
   // From here on, a failure removes the pair again.
   auto fail = [&](const Status& s) -> Status {
@@ -203,13 +210,11 @@ StatusOr<PodInterfaceState> Datapath::Setup(const PodInterfaceSpec& spec) {
   state.host_ifindex = rtnl_link_get_ifindex(host_link->get());
   state.host_mac = Mac(host_link->get());
   {
-    // The kernel ignores IFLA_IFALIAS when it creates a link: set it now,
-    // together with IFF_UP.
+    // The kernel ignores IFLA_IFALIAS when it creates a link.
     nl::Link change(rtnl_link_alloc());
-    rtnl_link_set_flags(change.get(), IFF_UP);
     rtnl_link_set_ifalias(change.get(), OwnerAlias(spec.container_id, spec.ifname).c_str());
     int err = rtnl_link_change(host.get(), host_link->get(), change.get(), 0);
-    if (err < 0) return fail(nl::Error(err, "set " + spec.host_ifname + " up"));
+    if (err < 0) return fail(nl::Error(err, "set the owner of " + spec.host_ifname));
   }
 
   auto pod = nl::OpenRouteSocketIn(spec.netns);
@@ -218,6 +223,7 @@ StatusOr<PodInterfaceState> Datapath::Setup(const PodInterfaceSpec& spec) {
   if (!pod_link.ok()) return fail(pod_link.status());
   int pod_ifindex = rtnl_link_get_ifindex(pod_link->get());
   state.mac = Mac(pod_link->get());
+  // Not at creation: the kernel refuses IFF_UP in the peer's ifinfomsg.
   if (Status s = nl::SetUp(pod->get(), pod_link->get()); !s.ok()) return fail(s);
 
   bool v4 = false, v6 = false;

@@ -6,8 +6,9 @@
 #include <sched.h>
 #include <unistd.h>
 
+#include <cstdio>
+#include <cstdlib>
 #include <cstring>
-#include <thread>
 
 namespace trellis::nl {
 
@@ -43,22 +44,32 @@ StatusOr<Socket> OpenRouteSocket() {
 }
 
 StatusOr<Socket> OpenRouteSocketIn(const std::string& netns_path) {
-  int fd = open(netns_path.c_str(), O_RDONLY | O_CLOEXEC);
-  if (fd < 0) {
+  int target = open(netns_path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (target < 0) {
     int e = errno;
     std::string msg = "network namespace " + netns_path + ": " + std::strerror(e);
     return e == ENOENT ? absl::NotFoundError(msg) : absl::UnavailableError(msg);
   }
+  int own = open("/proc/thread-self/ns/net", O_RDONLY | O_CLOEXEC);
+  if (own < 0) {
+    close(target);
+    return absl::UnavailableError(std::string("/proc/thread-self/ns/net: ") + std::strerror(errno));
+  }
   StatusOr<Socket> result = absl::InternalError("unset");
-  std::thread t([&] {
-    if (setns(fd, CLONE_NEWNET) != 0) {
-      result = absl::UnavailableError("setns " + netns_path + ": " + std::strerror(errno));
-      return;
-    }
+  if (setns(target, CLONE_NEWNET) != 0) {
+    result = absl::UnavailableError("setns " + netns_path + ": " + std::strerror(errno));
+  } else {
     result = OpenRouteSocket();
-  });
-  t.join();
-  close(fd);
+    if (setns(own, CLONE_NEWNET) != 0) {
+      // This thread would configure the wrong namespace from now on; a restart
+      // reconciles from the state store instead.
+      std::fprintf(stderr, "trellisd: cannot return from network namespace %s: %s\n",
+                   netns_path.c_str(), std::strerror(errno));
+      std::abort();
+    }
+  }
+  close(own);
+  close(target);
   return result;
 }
 
