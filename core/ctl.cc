@@ -6,7 +6,7 @@
 #include <ctime>
 #include <iomanip>
 
-#include "core/cni/client.h"
+#include "core/rpc/client.h"
 #include "core/config.h"
 #include "core/daemon.h"
 #include "core/log.h"
@@ -28,21 +28,21 @@ std::string ProtoJson(const google::protobuf::Message& m) {
   return s;
 }
 
-std::string RpcCodeName(RpcCode c) {
+std::string RpcCodeName(rpc::Code c) {
   switch (c) {
-    case RpcCode::kInvalidArgument:
+    case rpc::Code::kInvalidArgument:
       return "invalid_argument";
-    case RpcCode::kNotFound:
+    case rpc::Code::kNotFound:
       return "not_found";
-    case RpcCode::kFailedPrecondition:
+    case rpc::Code::kFailedPrecondition:
       return "failed_precondition";
-    case RpcCode::kUnavailable:
+    case rpc::Code::kUnavailable:
       return "unavailable";
-    case RpcCode::kDeadlineExceeded:
+    case rpc::Code::kDeadlineExceeded:
       return "deadline_exceeded";
-    case RpcCode::kUnimplemented:
+    case rpc::Code::kUnimplemented:
       return "unimplemented";
-    case RpcCode::kPermissionDenied:
+    case rpc::Code::kPermissionDenied:
       return "permission_denied";
     default:
       return "error";
@@ -62,7 +62,7 @@ class Ctl {
   // Connects; on failure prints why and returns false.
   bool Connect() {
     std::string error;
-    client_ = ApiClient::Connect(o_.socket, Timeout(), &error);
+    client_ = rpc::Client::Connect(o_.socket, Timeout(), &error);
     if (!client_) {
       Error("unavailable", error);
       return false;
@@ -77,19 +77,19 @@ class Ctl {
     if (json()) out_ << Json{{"error", {{"code", code}, {"message", message}}}}.dump(2) << "\n";
   }
   std::chrono::milliseconds Timeout() const { return std::chrono::milliseconds(o_.timeout_ms); }
-  RpcStatus Call(std::string_view method, const google::protobuf::MessageLite& req,
+  rpc::RpcStatus Call(std::string_view method, const google::protobuf::MessageLite& req,
                  google::protobuf::MessageLite* resp) {
     return client_->Call(method, req, resp, Timeout());
   }
   // Exit code of a failed call: the daemon did not answer (3), refused the
   // arguments (2), or answered no (1).
-  int RpcFailed(const RpcStatus& s) {
+  int RpcFailed(const rpc::RpcStatus& s) {
     Error(RpcCodeName(s.code), s.message);
     switch (s.code) {
-      case RpcCode::kUnavailable:
-      case RpcCode::kDeadlineExceeded:
+      case rpc::Code::kUnavailable:
+      case rpc::Code::kDeadlineExceeded:
         return kCtlUnreachable;
-      case RpcCode::kInvalidArgument:
+      case rpc::Code::kInvalidArgument:
         return kCtlUsage;
       default:
         return kCtlNegative;
@@ -198,12 +198,12 @@ class Ctl {
       return rc;
     };
     std::string error;
-    client_ = ApiClient::Connect(o_.socket, Timeout(), &error);
+    client_ = rpc::Client::Connect(o_.socket, Timeout(), &error);
     if (!client_) return report(false, false, error, kCtlUnreachable);
     v1::DaemonStatus s;
     auto st = Call("GetStatus", v1::StatusRequest(), &s);
     if (!st.ok()) {
-      bool gone = st.code == RpcCode::kUnavailable || st.code == RpcCode::kDeadlineExceeded;
+      bool gone = st.code == rpc::Code::kUnavailable || st.code == rpc::Code::kDeadlineExceeded;
       return report(false, false, st.message, gone ? kCtlUnreachable : kCtlNegative);
     }
     bool ok = s.live() && (!o_.ready || s.ready());
@@ -378,7 +378,7 @@ class Ctl {
   const CtlOptions& o_;
   std::ostream& out_;
   std::ostream& err_;
-  std::unique_ptr<ApiClient> client_;
+  std::unique_ptr<rpc::Client> client_;
 };
 
 }  // namespace

@@ -13,7 +13,7 @@
 #include <sstream>
 #include <thread>
 
-#include "core/api_server.h"
+#include "core/rpc/server.h"
 #include "core/config_watcher.h"
 #include "core/datapath/datapath.h"
 #include "core/http_server.h"
@@ -37,9 +37,10 @@ int64_t NowUnix() {
              std::chrono::system_clock::now().time_since_epoch())
       .count();
 }
-grpc::Status ToGrpc(const Status& s) {
-  if (s.ok()) return grpc::Status::OK;
-  return grpc::Status(static_cast<grpc::StatusCode>(s.code()), std::string(s.message()));
+// absl::StatusCode and gRPC share their numbering.
+rpc::RpcStatus ToRpc(const Status& s) {
+  if (s.ok()) return {};
+  return {static_cast<rpc::Code>(s.code()), std::string(s.message())};
 }
 
 // The standard process_* families (as Prometheus client libraries export
@@ -105,7 +106,7 @@ struct Daemon::Impl {
   std::unique_ptr<ModuleRegistry> registry;
   std::unique_ptr<PodPipeline> pipeline;
   std::unique_ptr<ApiService> service;
-  std::unique_ptr<ApiServer> api;
+  std::unique_ptr<rpc::Server> api;
   std::unique_ptr<HttpServer> http;
   std::unique_ptr<ConfigWatcher> watcher;
   std::unique_ptr<ModuleFanout> fanout;
@@ -168,23 +169,36 @@ size_t ModuleFanout::PodCount() { return d_->pipeline->PodCount(); }
 
 // ------------------------------------------------------------------ API --
 
-class ApiService final : public v1::Trellis::Service {
+class ApiService {
  public:
   explicit ApiService(Daemon::Impl* d) : d_(d) {}
 
-  grpc::Status Cni(grpc::ServerContext*, const v1::CniRequest* req, v1::CniResponse* resp) override {
-    *resp = d_->pipeline->Handle(*req);
-    return grpc::Status::OK;
+  void RegisterOn(rpc::Server& s) {
+    auto bind = [this](auto method) {
+      return [this, method](const auto& req, auto* resp) { return (this->*method)(req, resp); };
+    };
+    s.Register<v1::CniRequest, v1::CniResponse>("Cni", bind(&ApiService::Cni));
+    s.Register<v1::StatusRequest, v1::DaemonStatus>("GetStatus", bind(&ApiService::GetStatus));
+    s.Register<v1::ListModulesRequest, v1::ListModulesResponse>("ListModules",
+                                                                bind(&ApiService::ListModules));
+    s.Register<v1::ListPodsRequest, v1::ListPodsResponse>("ListPods", bind(&ApiService::ListPods));
+    s.Register<v1::SetLogLevelRequest, v1::SetLogLevelResponse>("SetLogLevel",
+                                                                bind(&ApiService::SetLogLevel));
+    s.Register<v1::ModuleCallRequest, v1::ModuleCallResponse>("ModuleCall",
+                                                              bind(&ApiService::ModuleCall));
   }
 
-  grpc::Status GetStatus(grpc::ServerContext*, const v1::StatusRequest*,
-                         v1::DaemonStatus* resp) override {
+  rpc::RpcStatus Cni(const v1::CniRequest& req, v1::CniResponse* resp) {
+    *resp = d_->pipeline->Handle(req);
+    return {};
+  }
+
+  rpc::RpcStatus GetStatus(const v1::StatusRequest& , v1::DaemonStatus* resp) {
     *resp = d_->StatusProto();
-    return grpc::Status::OK;
+    return {};
   }
 
-  grpc::Status ListModules(grpc::ServerContext*, const v1::ListModulesRequest*,
-                           v1::ListModulesResponse* resp) override {
+  rpc::RpcStatus ListModules(const v1::ListModulesRequest& , v1::ListModulesResponse* resp) {
     for (const auto& i : d_->registry->Describe()) {
       auto* m = resp->add_modules();
       m->set_name(i.name);
@@ -202,13 +216,12 @@ class ApiService final : public v1::Trellis::Service {
       m->set_last_error(i.last_error);
       if (!i.status.is_null()) m->set_status_json(Redact(i.status).dump());
     }
-    return grpc::Status::OK;
+    return {};
   }
 
-  grpc::Status ListPods(grpc::ServerContext*, const v1::ListPodsRequest*,
-                        v1::ListPodsResponse* resp) override {
+  rpc::RpcStatus ListPods(const v1::ListPodsRequest& , v1::ListPodsResponse* resp) {
     auto pods = d_->pipeline->Pods();
-    if (!pods.ok()) return ToGrpc(pods.status());
+    if (!pods.ok()) return ToRpc(pods.status());
     for (const auto& r : *pods) {
       auto* p = resp->add_pods();
       p->set_container_id(r.container_id);
@@ -222,38 +235,35 @@ class ApiService final : public v1::Trellis::Service {
       p->set_state(r.state);
       p->set_created(std::to_string(r.created_unix));
     }
-    return grpc::Status::OK;
+    return {};
   }
 
-  grpc::Status SetLogLevel(grpc::ServerContext*, const v1::SetLogLevelRequest* req,
-                           v1::SetLogLevelResponse* resp) override {
+  rpc::RpcStatus SetLogLevel(const v1::SetLogLevelRequest& req, v1::SetLogLevelResponse* resp) {
     resp->set_previous(CurrentLogLevel());
-    if (Status s = trellis::SetLogLevel(req->level()); !s.ok()) return ToGrpc(s);
+    if (Status s = trellis::SetLogLevel(req.level()); !s.ok()) return ToRpc(s);
     resp->set_level(CurrentLogLevel());
     spdlog::info("log level set to {} through the API", resp->level());
-    return grpc::Status::OK;
+    return {};
   }
 
-  grpc::Status ModuleCall(grpc::ServerContext*, const v1::ModuleCallRequest* req,
-                          v1::ModuleCallResponse* resp) override {
+  rpc::RpcStatus ModuleCall(const v1::ModuleCallRequest& req, v1::ModuleCallResponse* resp) {
     auto reader = d_->registry->ReaderLock();
     auto set = d_->registry->Current();
-    std::shared_ptr<Module> m = set->Find(req->module());
+    std::shared_ptr<Module> m = set->Find(req.module());
     if (!m) {
-      const std::string& k = req->module();
+      const std::string& k = req.module();
       m = k == "ipam" ? set->ipam : k == "qos" ? set->qos : k == "policy" ? set->policy
           : k == "eni" ? set->eni : k == "secgroup" ? set->secgroup : nullptr;
     }
     if (!m) {
-      return grpc::Status(grpc::StatusCode::NOT_FOUND,
-                          "no running module named or providing '" + req->module() + "'");
+      return {rpc::Code::kNotFound, "no running module named or providing '" + req.module() + "'"};
     }
-    Json request = req->request_json().empty() ? Json::object()
-                                               : Json::parse(req->request_json(), nullptr, false);
+    Json request = req.request_json().empty() ? Json::object()
+                                               : Json::parse(req.request_json(), nullptr, false);
     if (request.is_discarded()) {
-      return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, "request_json is not valid JSON");
+      return {rpc::Code::kInvalidArgument, "request_json is not valid JSON"};
     }
-    const std::string& op = req->operation();
+    const std::string& op = req.operation();
     StatusOr<Json> result = absl::UnimplementedError("module " + m->name() + " has no operation '" + op + "'");
     if (op == "status") result = m->QueryStatus();
     else if (op == "list" && m->has_ipam()) result = m->IpamList();
@@ -265,10 +275,10 @@ class ApiService final : public v1::Trellis::Service {
     } else if ((op == "diff" || op == "sync") && m->has_secgroup()) {
       result = m->SecgroupReconcile(op == "diff");
     }
-    if (!result.ok()) return ToGrpc(result.status());
+    if (!result.ok()) return ToRpc(result.status());
     resp->set_module(m->name());
     resp->set_result_json(Redact(*result).dump());
-    return grpc::Status::OK;
+    return {};
   }
 
  private:
@@ -317,6 +327,7 @@ void Daemon::Stop() {
   impl_->registry.reset();
   impl_->datapath.reset();
   impl_->store.reset();
+  spdlog::info("trellisd stopped");
 }
 
 StatusOr<NodeConfigDocument> Daemon::Impl::LoadBase() {
@@ -493,7 +504,8 @@ Status Daemon::Impl::Start() {
   fanout = std::make_unique<ModuleFanout>(this);
   registry->SetObserver(fanout.get());
   service = std::make_unique<ApiService>(this);
-  api = std::make_unique<ApiServer>(opts.socket_path, service.get());
+  api = std::make_unique<rpc::Server>(rpc::Server::Options{.socket_path = opts.socket_path});
+  service->RegisterOn(*api);
 
   // The HTTP endpoint answers from here on, before the modules start (a
   // module's create() may wait on a cloud API): /healthz passes as soon as the

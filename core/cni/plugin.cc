@@ -5,7 +5,7 @@
 #include <iterator>
 
 #include "core/cni/cni.h"
-#include "core/cni/client.h"
+#include "core/rpc/client.h"
 #include "core/proto/trellis.pb.h"
 
 namespace trellis::cni {
@@ -59,7 +59,7 @@ int RunPlugin(std::istream& in, std::ostream& out) {
   const uint32_t unreachable = cmd == "STATUS" ? kNotAvailable : kTryAgainLater;
 
   std::string error;
-  auto client = ApiClient::Connect(conf.socket, 2s, &error);
+  auto client = rpc::Client::Connect(conf.socket, 2s, &error);
   if (!client) return Fail(out, {unreachable, error, ""}, conf.cni_version);
 
   v1::CniRequest req;
@@ -72,14 +72,14 @@ int RunPlugin(std::istream& in, std::ostream& out) {
   req.set_config(input);
   auto timeout = conf.timeout_ms > 0 ? std::chrono::milliseconds(conf.timeout_ms) : DefaultTimeout(cmd);
   v1::CniResponse resp;
-  RpcStatus st = client->Call("Cni", req, &resp, timeout);
+  rpc::RpcStatus st = client->Call("Cni", req, &resp, timeout);
   if (!st.ok()) {
     switch (st.code) {
-      case RpcCode::kUnavailable:
-      case RpcCode::kResourceExhausted:
+      case rpc::Code::kUnavailable:
+      case rpc::Code::kResourceExhausted:
         return Fail(out, {unreachable, "trellisd is unavailable: " + st.message, ""},
                     conf.cni_version);
-      case RpcCode::kDeadlineExceeded:
+      case rpc::Code::kDeadlineExceeded:
         return Fail(out, {unreachable,
                      "trellisd did not answer within " + std::to_string(timeout.count()) + " ms",
                      ""},

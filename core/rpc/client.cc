@@ -1,4 +1,4 @@
-#include "core/cni/client.h"
+#include "core/rpc/client.h"
 
 #include <fcntl.h>
 #include <nghttp2/nghttp2.h>
@@ -11,7 +11,7 @@
 #include <cerrno>
 #include <cstring>
 
-namespace trellis {
+namespace trellis::rpc {
 
 using Clock = std::chrono::steady_clock;
 
@@ -19,55 +19,24 @@ namespace {
 
 // gRPC's HTTP status mapping for a response that carries no grpc-status
 // (doc/http-grpc-status-mapping.md).
-RpcCode FromHttpStatus(int http) {
+Code FromHttpStatus(int http) {
   switch (http) {
-    case 400: return RpcCode::kInternal;
-    case 401: return RpcCode::kUnauthenticated;
-    case 403: return RpcCode::kPermissionDenied;
-    case 404: return RpcCode::kUnimplemented;
-    case 429: case 502: case 503: case 504: return RpcCode::kUnavailable;
-    default: return RpcCode::kUnknown;
+    case 400: return Code::kInternal;
+    case 401: return Code::kUnauthenticated;
+    case 403: return Code::kPermissionDenied;
+    case 404: return Code::kUnimplemented;
+    case 429: case 502: case 503: case 504: return Code::kUnavailable;
+    default: return Code::kUnknown;
   }
-}
-
-// grpc-message is percent-encoded (gRPC's PROTOCOL-HTTP2.md).
-std::string PercentDecode(std::string_view v) {
-  std::string o;
-  o.reserve(v.size());
-  auto hex = [](char c) -> int {
-    if (c >= '0' && c <= '9') return c - '0';
-    if (c >= 'a' && c <= 'f') return c - 'a' + 10;
-    if (c >= 'A' && c <= 'F') return c - 'A' + 10;
-    return -1;
-  };
-  for (size_t i = 0; i < v.size(); ++i) {
-    int hi, lo;
-    if (v[i] == '%' && i + 2 < v.size() && (hi = hex(v[i + 1])) >= 0 &&
-        (lo = hex(v[i + 2])) >= 0) {
-      o += static_cast<char>(hi * 16 + lo);
-      i += 2;
-    } else {
-      o += v[i];
-    }
-  }
-  return o;
-}
-
-// grpc-timeout: at most eight digits and a unit.
-std::string GrpcTimeout(std::chrono::milliseconds t) {
-  long long ms = std::max<long long>(t.count(), 1);
-  if (ms <= 99999999) return std::to_string(ms) + "m";
-  return std::to_string(std::min<long long>((ms + 999) / 1000, 99999999)) + "S";
 }
 
 }  // namespace
 
 // One HTTP/2 connection and the call in flight on it.
-struct ApiClient::Session {
+struct Client::Session {
   int fd = -1;
   nghttp2_session* h2 = nullptr;
   bool broken = false;  // the connection failed: no further calls
-  std::string broken_why;
 
   // The call in flight.
   int32_t stream = -1;
@@ -83,16 +52,6 @@ struct ApiClient::Session {
   ~Session() {
     if (h2 != nullptr) nghttp2_session_del(h2);
     if (fd >= 0) close(fd);
-  }
-
-  static ssize_t Send(nghttp2_session*, const uint8_t* data, size_t len, int, void* user) {
-    auto* s = static_cast<Session*>(user);
-    ssize_t n = send(s->fd, data, len, MSG_NOSIGNAL);
-    if (n >= 0) return n;
-    if (errno == EAGAIN || errno == EWOULDBLOCK) return NGHTTP2_ERR_WOULDBLOCK;
-    if (errno == EINTR) return NGHTTP2_ERR_WOULDBLOCK;
-    s->broken_why = std::string("write to trellisd: ") + std::strerror(errno);
-    return NGHTTP2_ERR_CALLBACK_FAILURE;
   }
 
   static int OnHeader(nghttp2_session*, const nghttp2_frame* frame, const uint8_t* name,
@@ -141,7 +100,6 @@ struct ApiClient::Session {
   bool Start() {
     nghttp2_session_callbacks* cb;
     if (nghttp2_session_callbacks_new(&cb) != 0) return false;
-    nghttp2_session_callbacks_set_send_callback(cb, Send);
     nghttp2_session_callbacks_set_on_header_callback(cb, OnHeader);
     nghttp2_session_callbacks_set_on_data_chunk_recv_callback(cb, OnData);
     nghttp2_session_callbacks_set_on_stream_close_callback(cb, OnClose);
@@ -157,49 +115,80 @@ struct ApiClient::Session {
     return nghttp2_session_set_local_window_size(h2, NGHTTP2_FLAG_NONE, 0, kWindow) == 0;
   }
 
+  // Writes everything nghttp2 has queued in one send (the frames of a call
+  // are one write, not one per frame).
+  RpcStatus Flush(Clock::time_point deadline) {
+    std::string out;
+    while (true) {
+      const uint8_t* data;
+      ssize_t n = nghttp2_session_mem_send(h2, &data);
+      if (n < 0) {
+        broken = true;
+        return {Code::kInternal, std::string("HTTP/2: ") + nghttp2_strerror(static_cast<int>(n))};
+      }
+      if (n == 0) break;
+      out.append(reinterpret_cast<const char*>(data), static_cast<size_t>(n));
+    }
+    size_t off = 0;
+    while (off < out.size()) {
+      ssize_t n = send(fd, out.data() + off, out.size() - off, MSG_NOSIGNAL);
+      if (n >= 0) {
+        off += static_cast<size_t>(n);
+        continue;
+      }
+      if (errno == EINTR) continue;
+      if (errno != EAGAIN && errno != EWOULDBLOCK) {
+        broken = true;
+        return {Code::kUnavailable, std::string("write to trellisd: ") + std::strerror(errno)};
+      }
+      auto left = std::chrono::ceil<std::chrono::milliseconds>(deadline - Clock::now());
+      pollfd p{fd, POLLOUT, 0};
+      if (left.count() <= 0 || poll(&p, 1, static_cast<int>(left.count())) == 0) {
+        broken = true;  // a frame is half written: the connection is unusable
+        return {Code::kDeadlineExceeded, "deadline exceeded"};
+      }
+    }
+    return {};
+  }
+
   // Sends what nghttp2 has queued and reads until the stream closes, the
   // deadline passes or the connection fails.
   RpcStatus Run(Clock::time_point deadline) {
     uint8_t buf[16384];
     while (!closed) {
-      if (nghttp2_session_send(h2) != 0) {
-        broken = true;
-        return {RpcCode::kUnavailable,
-                broken_why.empty() ? "trellisd connection failed" : broken_why};
-      }
+      if (RpcStatus st = Flush(deadline); !st.ok()) return st;
       if (closed) break;
       auto left = std::chrono::ceil<std::chrono::milliseconds>(deadline - Clock::now());
-      if (left.count() <= 0) return {RpcCode::kDeadlineExceeded, "deadline exceeded"};
-      pollfd p{fd, static_cast<short>(POLLIN | (nghttp2_session_want_write(h2) ? POLLOUT : 0)), 0};
+      if (left.count() <= 0) return {Code::kDeadlineExceeded, "deadline exceeded"};
+      pollfd p{fd, POLLIN, 0};
       int n = poll(&p, 1, static_cast<int>(std::min<long long>(left.count(), 1 << 30)));
       if (n < 0 && errno == EINTR) continue;
       if (n < 0) {
         broken = true;
-        return {RpcCode::kUnavailable, std::string("poll: ") + std::strerror(errno)};
+        return {Code::kUnavailable, std::string("poll: ") + std::strerror(errno)};
       }
-      if (n == 0) return {RpcCode::kDeadlineExceeded, "deadline exceeded"};
-      if (!(p.revents & (POLLIN | POLLHUP | POLLERR))) continue;
+      if (n == 0) return {Code::kDeadlineExceeded, "deadline exceeded"};
       ssize_t r = recv(fd, buf, sizeof buf, 0);
       if (r < 0 && (errno == EAGAIN || errno == EINTR)) continue;
       if (r <= 0) {
         broken = true;
-        return {RpcCode::kUnavailable, r == 0 ? "trellisd closed the connection"
-                                              : std::string("read from trellisd: ") +
-                                                    std::strerror(errno)};
+        return {Code::kUnavailable, r == 0 ? "trellisd closed the connection"
+                                           : std::string("read from trellisd: ") +
+                                                 std::strerror(errno)};
       }
       if (nghttp2_session_mem_recv(h2, buf, static_cast<size_t>(r)) < 0) {
         broken = true;
-        return {RpcCode::kInternal, "trellisd sent an invalid HTTP/2 stream"};
+        return {Code::kInternal, "trellisd sent an invalid HTTP/2 stream"};
       }
     }
     return {};
   }
 };
 
-ApiClient::ApiClient(int fd) : s_(std::make_unique<Session>()) { s_->fd = fd; }
-ApiClient::~ApiClient() = default;
+Client::Client(int fd) : s_(std::make_unique<Session>()) { s_->fd = fd; }
+Client::~Client() = default;
 
-std::unique_ptr<ApiClient> ApiClient::Connect(const std::string& socket_path,
+std::unique_ptr<Client> Client::Connect(const std::string& socket_path,
                                               std::chrono::milliseconds timeout,
                                               std::string* error, ConnectError* kind) {
   ConnectError dummy;
@@ -240,7 +229,7 @@ std::unique_ptr<ApiClient> ApiClient::Connect(const std::string& socket_path,
       return nullptr;
     }
   }
-  std::unique_ptr<ApiClient> c(new ApiClient(fd));
+  std::unique_ptr<Client> c(new Client(fd));
   if (!c->s_->Start()) {
     *error = "cannot start an HTTP/2 session";
     *kind = ConnectError::kUnreachable;
@@ -250,25 +239,18 @@ std::unique_ptr<ApiClient> ApiClient::Connect(const std::string& socket_path,
   return c;
 }
 
-RpcStatus ApiClient::Call(std::string_view method, const google::protobuf::MessageLite& request,
+RpcStatus Client::Call(std::string_view method, const google::protobuf::MessageLite& request,
                           google::protobuf::MessageLite* response,
                           std::chrono::milliseconds timeout) {
   Session& s = *s_;
-  if (s.broken) return {RpcCode::kUnavailable, s.broken_why};
+  if (s.broken) return {Code::kUnavailable, "the connection to trellisd failed earlier"};
   const auto deadline = Clock::now() + timeout;
 
-  // A gRPC message: compressed flag (0), 4-byte big-endian length, the bytes.
   std::string payload;
   if (!request.SerializeToString(&payload)) {
-    return {RpcCode::kInternal, "cannot encode the request"};
+    return {Code::kInternal, "cannot encode the request"};
   }
-  uint32_t len = static_cast<uint32_t>(payload.size());
-  s.request.assign(5, '\0');
-  s.request[1] = static_cast<char>(len >> 24);
-  s.request[2] = static_cast<char>(len >> 16);
-  s.request[3] = static_cast<char>(len >> 8);
-  s.request[4] = static_cast<char>(len);
-  s.request += payload;
+  s.request = Frame(payload);
   s.request_sent = 0;
   s.body.clear();
   s.http_status = 0;
@@ -277,8 +259,8 @@ RpcStatus ApiClient::Call(std::string_view method, const google::protobuf::Messa
   s.closed = false;
   s.reset_code = 0;
 
-  const std::string path = "/trellis.v1.Trellis/" + std::string(method);
-  const std::string grpc_timeout = GrpcTimeout(timeout);
+  const std::string path = std::string(kServicePath) + std::string(method);
+  const std::string grpc_timeout = FormatTimeout(timeout);
   auto nv = [](std::string_view n, std::string_view v) {
     return nghttp2_nv{reinterpret_cast<uint8_t*>(const_cast<char*>(n.data())),
                       reinterpret_cast<uint8_t*>(const_cast<char*>(v.data())), n.size(), v.size(),
@@ -293,42 +275,36 @@ RpcStatus ApiClient::Call(std::string_view method, const google::protobuf::Messa
   nghttp2_data_provider body{};
   body.read_callback = Session::ReadRequest;
   s.stream = nghttp2_submit_request(s.h2, nullptr, headers, std::size(headers), &body, nullptr);
-  if (s.stream < 0) return {RpcCode::kInternal, nghttp2_strerror(s.stream)};
+  if (s.stream < 0) return {Code::kInternal, nghttp2_strerror(s.stream)};
 
   if (RpcStatus st = s.Run(deadline); !st.ok()) {
-    if (st.code == RpcCode::kDeadlineExceeded) {
+    if (st.code == Code::kDeadlineExceeded && !s.broken) {
       nghttp2_submit_rst_stream(s.h2, NGHTTP2_FLAG_NONE, s.stream, NGHTTP2_CANCEL);
-      nghttp2_session_send(s.h2);
+      s.Flush(Clock::now() + std::chrono::milliseconds(100));
     }
     return st;
   }
   if (s.grpc_status < 0) {
     if (s.reset_code == NGHTTP2_REFUSED_STREAM) {
-      return {RpcCode::kUnavailable, "trellisd refused the call"};
+      return {Code::kUnavailable, "trellisd refused the call"};
     }
     if (s.http_status != 200) {
       return {FromHttpStatus(s.http_status),
               "trellisd answered HTTP " + std::to_string(s.http_status)};
     }
-    return {RpcCode::kInternal, "trellisd's answer has no grpc-status"};
+    return {Code::kInternal, "trellisd's answer has no grpc-status"};
   }
   if (s.grpc_status != 0) {
-    RpcCode code = s.grpc_status <= 16 ? static_cast<RpcCode>(s.grpc_status) : RpcCode::kUnknown;
+    Code code = s.grpc_status <= 16 ? static_cast<Code>(s.grpc_status) : Code::kUnknown;
     return {code, s.grpc_message};
   }
-  // Exactly one uncompressed message.
-  if (s.body.size() < 5 || s.body[0] != 0) {
-    return {RpcCode::kInternal, "trellisd's answer is not one uncompressed gRPC message"};
-  }
-  auto b = reinterpret_cast<const unsigned char*>(s.body.data());
-  uint32_t n = (uint32_t{b[1]} << 24) | (uint32_t{b[2]} << 16) | (uint32_t{b[3]} << 8) | b[4];
-  if (n != s.body.size() - 5) {
-    return {RpcCode::kInternal, "trellisd's answer is not one uncompressed gRPC message"};
-  }
-  if (!response->ParseFromArray(s.body.data() + 5, static_cast<int>(n))) {
-    return {RpcCode::kInternal, "cannot decode trellisd's answer"};
+  std::string why;
+  auto message = Unframe(s.body, &why);
+  if (!message) return {Code::kInternal, "trellisd's answer: " + why};
+  if (!response->ParseFromArray(message->data(), static_cast<int>(message->size()))) {
+    return {Code::kInternal, "cannot decode trellisd's answer"};
   }
   return {};
 }
 
-}  // namespace trellis
+}  // namespace trellis::rpc
