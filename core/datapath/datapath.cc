@@ -9,6 +9,7 @@
 #include <netlink/route/link/veth.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstring>
 #include <fstream>
 
@@ -169,14 +170,13 @@ StatusOr<PodInterfaceState> Datapath::Setup(const PodInterfaceSpec& spec) {
   if (nsfd < 0) {
     return absl::NotFoundError("network namespace " + spec.netns + ": " + std::strerror(errno));
   }
-  // The host end is created up, the pod's end directly in its namespace. A
+  // The pod's end is created directly in its namespace. A
   // host end left by an attempt that never finished is removed on EEXIST,
   // not looked for first: that costs a round trip on every ADD.
   auto create = [&] {
     nl::Link veth(rtnl_link_veth_alloc());
     rtnl_link_set_name(veth.get(), spec.host_ifname.c_str());
     rtnl_link_set_mtu(veth.get(), spec.mtu);
-    rtnl_link_set_flags(veth.get(), IFF_UP);
     nl::Link peer(rtnl_link_veth_get_peer(veth.get()));
     rtnl_link_set_name(peer.get(), spec.ifname.c_str());
     rtnl_link_set_mtu(peer.get(), spec.mtu);
@@ -209,12 +209,22 @@ StatusOr<PodInterfaceState> Datapath::Setup(const PodInterfaceSpec& spec) {
   if (!host_link.ok()) return fail(host_link.status());
   state.host_ifindex = rtnl_link_get_ifindex(host_link->get());
   state.host_mac = Mac(host_link->get());
+  // An IPv4-only pod's host end needs no IPv6: without it the host keeps no
+  // link-local address, routes, DAD or MLD per pod, and every IPv6 FIB walk
+  // (the kernel walks the whole FIB on each link state change) stays short.
+  // Set while the link is down, before addrconf acts on it.
+  if (std::none_of(spec.addresses.begin(), spec.addresses.end(),
+                   [](const sdk::Address& a) { return a.family == 6; })) {
+    std::string path = "/proc/sys/net/ipv6/conf/" + spec.host_ifname + "/disable_ipv6";
+    (void)WriteSysctl(path.c_str(), "1");  // absent when the node has no IPv6
+  }
   {
-    // The kernel ignores IFLA_IFALIAS when it creates a link.
+    // Up, and the owner: the kernel ignores IFLA_IFALIAS when it creates a link.
     nl::Link change(rtnl_link_alloc());
+    rtnl_link_set_flags(change.get(), IFF_UP);
     rtnl_link_set_ifalias(change.get(), OwnerAlias(spec.container_id, spec.ifname).c_str());
     int err = rtnl_link_change(host.get(), host_link->get(), change.get(), 0);
-    if (err < 0) return fail(nl::Error(err, "set the owner of " + spec.host_ifname));
+    if (err < 0) return fail(nl::Error(err, "set " + spec.host_ifname + " up"));
   }
 
   auto pod = nl::OpenRouteSocketIn(spec.netns);
