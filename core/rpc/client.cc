@@ -1,7 +1,6 @@
 #include "core/rpc/client.h"
 
 #include <fcntl.h>
-#include <nghttp2/nghttp2.h>
 #include <poll.h>
 #include <sys/socket.h>
 #include <sys/un.h>
@@ -10,6 +9,8 @@
 #include <algorithm>
 #include <cerrno>
 #include <cstring>
+
+#include "core/rpc/h2.h"
 
 namespace trellis::rpc {
 
@@ -115,40 +116,19 @@ struct Client::Session {
     return nghttp2_session_set_local_window_size(h2, NGHTTP2_FLAG_NONE, 0, kWindow) == 0;
   }
 
-  // Writes everything nghttp2 has queued in one send (the frames of a call
-  // are one write, not one per frame).
   RpcStatus Flush(Clock::time_point deadline) {
-    std::string out;
-    while (true) {
-      const uint8_t* data;
-      ssize_t n = nghttp2_session_mem_send(h2, &data);
-      if (n < 0) {
+    switch (rpc::h2::Flush(h2, fd, deadline)) {
+      case rpc::h2::FlushResult::kOk:
+        return {};
+      case rpc::h2::FlushResult::kTimedOut:
         broken = true;
-        return {Code::kInternal, std::string("HTTP/2: ") + nghttp2_strerror(static_cast<int>(n))};
-      }
-      if (n == 0) break;
-      out.append(reinterpret_cast<const char*>(data), static_cast<size_t>(n));
-    }
-    size_t off = 0;
-    while (off < out.size()) {
-      ssize_t n = send(fd, out.data() + off, out.size() - off, MSG_NOSIGNAL);
-      if (n >= 0) {
-        off += static_cast<size_t>(n);
-        continue;
-      }
-      if (errno == EINTR) continue;
-      if (errno != EAGAIN && errno != EWOULDBLOCK) {
-        broken = true;
-        return {Code::kUnavailable, std::string("write to trellisd: ") + std::strerror(errno)};
-      }
-      auto left = std::chrono::ceil<std::chrono::milliseconds>(deadline - Clock::now());
-      pollfd p{fd, POLLOUT, 0};
-      if (left.count() <= 0 || poll(&p, 1, static_cast<int>(left.count())) == 0) {
-        broken = true;  // a frame is half written: the connection is unusable
         return {Code::kDeadlineExceeded, "deadline exceeded"};
-      }
+      case rpc::h2::FlushResult::kFailed:
+        break;
     }
-    return {};
+    broken = true;
+    return {Code::kUnavailable, errno != 0 ? std::string("write to trellisd: ") + std::strerror(errno)
+                                           : std::string("HTTP/2 session failed")};
   }
 
   // Sends what nghttp2 has queued and reads until the stream closes, the
@@ -261,16 +241,12 @@ RpcStatus Client::Call(std::string_view method, const google::protobuf::MessageL
 
   const std::string path = std::string(kServicePath) + std::string(method);
   const std::string grpc_timeout = FormatTimeout(timeout);
-  auto nv = [](std::string_view n, std::string_view v) {
-    return nghttp2_nv{reinterpret_cast<uint8_t*>(const_cast<char*>(n.data())),
-                      reinterpret_cast<uint8_t*>(const_cast<char*>(v.data())), n.size(), v.size(),
-                      NGHTTP2_NV_FLAG_NONE};
-  };
+  using rpc::h2::Header;
   nghttp2_nv headers[] = {
-      nv(":method", "POST"),      nv(":scheme", "http"),
-      nv(":path", path),          nv(":authority", "trellisd"),
-      nv("content-type", "application/grpc"), nv("te", "trailers"),
-      nv("grpc-timeout", grpc_timeout),       nv("user-agent", "trellis"),
+      Header(":method", "POST"),          Header(":scheme", "http"),
+      Header(":path", path),              Header(":authority", "trellisd"),
+      Header("content-type", "application/grpc"), Header("te", "trailers"),
+      Header("grpc-timeout", grpc_timeout),       Header("user-agent", "trellis"),
   };
   nghttp2_data_provider body{};
   body.read_callback = Session::ReadRequest;

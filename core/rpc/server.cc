@@ -1,6 +1,5 @@
 #include "core/rpc/server.h"
 
-#include <nghttp2/nghttp2.h>
 #include <poll.h>
 #include <spdlog/spdlog.h>
 #include <sys/eventfd.h>
@@ -14,15 +13,13 @@
 #include <deque>
 #include <filesystem>
 
+#include "core/rpc/h2.h"
+
 namespace trellis::rpc {
 
 namespace {
 
-nghttp2_nv Header(std::string_view n, std::string_view v) {
-  return nghttp2_nv{reinterpret_cast<uint8_t*>(const_cast<char*>(n.data())),
-                    reinterpret_cast<uint8_t*>(const_cast<char*>(v.data())), n.size(), v.size(),
-                    NGHTTP2_NV_FLAG_NONE};
-}
+using h2::Header;
 
 // One connection: its HTTP/2 session and the streams (calls) on it.
 struct Connection {
@@ -184,25 +181,11 @@ struct Connection {
     }
   }
 
-  // Writes everything queued; false when the peer is gone.
+  // Writes everything queued; false when the peer is gone or stopped
+  // reading for 10 s.
   bool Flush() {
-    while (true) {
-      const uint8_t* data;
-      ssize_t n = nghttp2_session_mem_send(h2, &data);
-      if (n < 0) return false;
-      if (n == 0) return true;
-      for (ssize_t off = 0; off < n;) {
-        ssize_t w = send(fd, data + off, static_cast<size_t>(n - off), MSG_NOSIGNAL);
-        if (w >= 0) {
-          off += w;
-        } else if (errno == EAGAIN || errno == EWOULDBLOCK) {
-          pollfd p{fd, POLLOUT, 0};
-          if (poll(&p, 1, 10000) <= 0) return false;  // a peer that does not read
-        } else if (errno != EINTR) {
-          return false;
-        }
-      }
-    }
+    return rpc::h2::Flush(h2, fd, std::chrono::steady_clock::now() + std::chrono::seconds(10)) ==
+           rpc::h2::FlushResult::kOk;
   }
 
   void Run(std::chrono::milliseconds idle_timeout) {
