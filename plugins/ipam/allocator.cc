@@ -1,5 +1,7 @@
 #include "allocator.h"
 
+#include <functional>
+
 namespace trellis::ipam {
 namespace {
 
@@ -121,13 +123,45 @@ Range ParseRange(const sdk::Json& j, size_t index) {
   return r;
 }
 
+void Allocator::SetRanges(std::vector<Range> ranges) {
+  ranges_ = std::move(ranges);
+  in_use_n_.assign(ranges_.size(), 0);
+  cooling_n_.assign(ranges_.size(), 0);
+  for (const auto& [ip, v] : allocated_) {
+    if (int i = RangeIndex(ip); i >= 0) ++in_use_n_[i];
+  }
+  for (const auto& [ip, t] : cooling_) {
+    if (int i = RangeIndex(ip); i >= 0) ++cooling_n_[i];
+  }
+}
+
+void Allocator::SetAllocated(const std::string& ip, int family, const Owner& owner) {
+  auto [it, added] = allocated_.insert_or_assign(ip, std::make_pair(family, owner));
+  if (int i = RangeIndex(ip); added && i >= 0) ++in_use_n_[i];
+}
+
+void Allocator::EraseAllocated(const std::string& ip) {
+  if (int i = RangeIndex(ip); allocated_.erase(ip) > 0 && i >= 0) --in_use_n_[i];
+}
+
+void Allocator::SetCooling(const std::string& ip, int64_t released_unix) {
+  auto [it, added] = cooling_.insert_or_assign(ip, released_unix);
+  if (int i = RangeIndex(ip); added && i >= 0) ++cooling_n_[i];
+}
+
+bool Allocator::EraseCooling(const std::string& ip) {
+  if (cooling_.erase(ip) == 0) return false;
+  if (int i = RangeIndex(ip); i >= 0) --cooling_n_[i];
+  return true;
+}
+
 void Allocator::Restore(const std::string& ip, int family, const Owner& owner) {
-  allocated_[ip] = {family, owner};
-  cooling_.erase(ip);
+  SetAllocated(ip, family, owner);
+  EraseCooling(ip);
 }
 
 void Allocator::RestoreReleased(const std::string& ip, int64_t released_unix) {
-  if (!allocated_.contains(ip)) cooling_[ip] = released_unix;
+  if (!allocated_.contains(ip)) SetCooling(ip, released_unix);
 }
 
 void Allocator::RestoreCursor(const std::string& subnet, const std::string& ip) {
@@ -175,8 +209,8 @@ std::optional<std::pair<std::string, const Range*>> Allocator::Pick(int family, 
 }
 
 void Allocator::Take(const std::string& ip, int family, const Owner& owner, const Range* range) {
-  allocated_[ip] = {family, owner};
-  cooling_.erase(ip);
+  SetAllocated(ip, family, owner);
+  EraseCooling(ip);
   if (range != nullptr) {
     auto a = sdk::Address::Parse(ip);
     cursor_[range->subnet] = ToInt(a.ip, a.family);
@@ -194,8 +228,8 @@ std::vector<std::string> Allocator::AddressesOf(const Owner& owner) const {
 std::vector<std::string> Allocator::Release(const Owner& owner, int64_t now) {
   std::vector<std::string> out = AddressesOf(owner);
   for (const auto& ip : out) {
-    allocated_.erase(ip);
-    cooling_[ip] = now;
+    EraseAllocated(ip);
+    SetCooling(ip, now);
   }
   return out;
 }
@@ -209,39 +243,47 @@ std::string Allocator::Cursor(const std::string& subnet) const {
 
 std::vector<std::string> Allocator::Expire(int64_t now, int64_t reuse_delay_s) {
   std::vector<std::string> out;
-  for (auto it = cooling_.begin(); it != cooling_.end();) {
-    if (now - it->second >= reuse_delay_s) {
-      out.push_back(it->first);
-      it = cooling_.erase(it);
-    } else {
-      ++it;
-    }
+  for (const auto& [ip, t] : cooling_) {
+    if (now - t >= reuse_delay_s) out.push_back(ip);
   }
+  for (const auto& ip : out) EraseCooling(ip);
   return out;
 }
 
-const Range* Allocator::RangeOf(const std::string& ip) const {
+int Allocator::RangeIndex(const std::string& ip) const {
   try {
     auto a = sdk::Address::Parse(ip);
     u128 v = ToInt(a.ip, a.family);
-    for (const auto& r : ranges_) {
-      if (r.family == a.family && r.Contains(v)) return &r;
+    for (size_t i = 0; i < ranges_.size(); ++i) {
+      if (ranges_[i].family == a.family && ranges_[i].Contains(v)) return static_cast<int>(i);
     }
   } catch (const sdk::Error&) {
   }
-  return nullptr;
+  return -1;
 }
 
+const Range* Allocator::RangeOf(const std::string& ip) const {
+  int i = RangeIndex(ip);
+  return i < 0 ? nullptr : &ranges_[i];
+}
+
+namespace {
+// Index of `r` in `v`, or -1 when it is not one of v's elements.
+int IndexIn(const std::vector<Range>& v, const Range& r) {
+  std::less<const Range*> lt;
+  if (v.empty() || lt(&r, v.data()) || !lt(&r, v.data() + v.size())) return -1;
+  return static_cast<int>(&r - v.data());
+}
+}  // namespace
+
 size_t Allocator::InUse(const Range& r) const {
-  size_t n = 0;
-  for (const auto& [ip, v] : allocated_) n += RangeOf(ip) == &r;
-  return n;
+  int i = IndexIn(ranges_, r);
+  return i < 0 ? 0 : in_use_n_[i];
 }
 
 size_t Allocator::Cooling(const Range& r) const {
-  size_t n = 0;
-  for (const auto& [ip, t] : cooling_) n += RangeOf(ip) == &r;
-  return n;
+  int i = IndexIn(ranges_, r);
+  return i < 0 ? 0 : cooling_n_[i];
 }
 
 }  // namespace trellis::ipam

@@ -44,7 +44,9 @@ struct Owner {
 // Allocation state over a set of ranges. Not thread-safe: the plugin locks.
 class Allocator {
  public:
-  void SetRanges(std::vector<Range> ranges) { ranges_ = std::move(ranges); }
+  // Recounts every range (O(allocations)); all other calls keep the counts
+  // in step at O(ranges) each.
+  void SetRanges(std::vector<Range> ranges);
   const std::vector<Range>& ranges() const { return ranges_; }
 
   // Restores state (at start-up, from the store).
@@ -60,7 +62,7 @@ class Allocator {
                                                             std::string* why);
   void Take(const std::string& ip, int family, const Owner& owner, const Range* range);
   // Drops an allocation without a reuse delay (an allocation undone).
-  void Forget(const std::string& ip) { allocated_.erase(ip); }
+  void Forget(const std::string& ip) { EraseAllocated(ip); }
   // Returns the addresses `owner` held (now cooling down).
   std::vector<std::string> Release(const Owner& owner, int64_t now);
   std::vector<std::string> AddressesOf(const Owner& owner) const;
@@ -68,13 +70,22 @@ class Allocator {
   std::string Cursor(const std::string& subnet) const;
   // Drops cooling entries older than the delay; returns their addresses.
   std::vector<std::string> Expire(int64_t now, int64_t reuse_delay_s);
+  // Addresses of `r`, an element of ranges(), allocated / cooling down.
   size_t InUse(const Range& r) const;
   size_t Cooling(const Range& r) const;
   // The range holding `ip`, or nullptr.
   const Range* RangeOf(const std::string& ip) const;
 
  private:
+  // Index into ranges_ of the range holding `ip`, or -1.
+  int RangeIndex(const std::string& ip) const;
+  void SetAllocated(const std::string& ip, int family, const Owner& owner);
+  void EraseAllocated(const std::string& ip);
+  void SetCooling(const std::string& ip, int64_t released_unix);
+  bool EraseCooling(const std::string& ip);
+
   std::vector<Range> ranges_;
+  std::vector<size_t> in_use_n_, cooling_n_;  // per range, as InUse()/Cooling() answer
   std::map<std::string, std::pair<int, Owner>> allocated_;  // ip -> (family, owner)
   std::map<std::string, int64_t> cooling_;                  // ip -> released at
   std::map<std::string, u128> cursor_;                      // subnet -> last picked

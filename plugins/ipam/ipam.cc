@@ -328,7 +328,7 @@ class Ipam {
           message += (message.empty() ? "" : "; ") + ("address pool exhausted: " + why);
         }
       }
-      for (const auto& r : cfg_.ranges) {
+      for (const auto& r : alloc_.ranges()) {
         ranges.push_back({{"subnet", r.subnet},
                           {"in_use", alloc_.InUse(r)},
                           {"cooling", alloc_.Cooling(r)},
@@ -383,7 +383,7 @@ class Ipam {
   }
 
   void UpdateMetrics() {
-    for (const auto& r : cfg_.ranges) {
+    for (const auto& r : alloc_.ranges()) {
       host_.SetMetric(m_allocated_, {r.subnet, "in_use"}, double(alloc_.InUse(r)));
       host_.SetMetric(m_allocated_, {r.subnet, "cooling"}, double(alloc_.Cooling(r)));
       host_.SetMetric(m_allocated_, {r.subnet, "size"}, double(r.Size()));

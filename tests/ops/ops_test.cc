@@ -231,6 +231,7 @@ TEST(OpsDaemon, LiveScrapePassesPromtoolAndCarriesEveryFamily) {
                       {{"command", "ADD"}, {"result", "ok"}, {"le", "0.0005"}})
                   .has_value());
   EXPECT_EQ(m.Value("trellis_pods", {{"state", "ready"}}), 1.0);
+  EXPECT_EQ(m.Value("trellis_ipam_addresses", {{"range", "10.252.0.0/24"}, {"state", "in_use"}}), 1.0);
   EXPECT_EQ(m.Value("trellis_module_enabled", {{"module", "ipam"}}), 1.0);
   EXPECT_EQ(m.Value("trellis_module_enabled", {{"module", "qos"}}), 0.0);
   EXPECT_EQ(m.Value("trellis_module_healthy", {{"module", "ipam"}}), 1.0);

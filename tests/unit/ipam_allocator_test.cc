@@ -105,6 +105,39 @@ TEST(IpamAllocator, CursorSpreadsAllocationsAndWraps) {
   EXPECT_EQ(b.Pick(4, 0, 0, nullptr)->first, "10.0.0.2");  // wrapped past .14, skipping .1
 }
 
+// What the status and the trellis_ipam_addresses gauge report per range.
+TEST(IpamAllocator, CountsInUseAndCoolingPerRange) {
+  Allocator a;
+  a.SetRanges({R(R"({"subnet": "10.0.0.0/28"})"), R(R"({"subnet": "10.0.1.0/28"})")});
+  const auto& r0 = a.ranges()[0];
+  const auto& r1 = a.ranges()[1];
+  a.Take("10.0.0.2", 4, {"c0", "eth0"}, &r0);
+  a.Take("10.0.0.3", 4, {"c1", "eth0"}, &r0);
+  a.Take("10.0.1.2", 4, {"c2", "eth0"}, &r1);
+  a.Take("10.0.1.2", 4, {"c2", "eth0"}, &r1);  // again: still one
+  EXPECT_EQ(a.InUse(r0), 2u);
+  EXPECT_EQ(a.InUse(r1), 1u);
+  a.Release({"c0", "eth0"}, 100);
+  EXPECT_EQ(a.InUse(r0), 1u);
+  EXPECT_EQ(a.Cooling(r0), 1u);
+  a.Take("10.0.0.2", 4, {"c3", "eth0"}, &r0);  // a cooling address taken again
+  EXPECT_EQ(a.InUse(r0), 2u);
+  EXPECT_EQ(a.Cooling(r0), 0u);
+  a.Release({"c1", "eth0"}, 100);
+  a.Forget("10.0.1.2");
+  EXPECT_EQ(a.InUse(r1), 0u);
+  EXPECT_EQ(a.Expire(130, 30), std::vector<std::string>{"10.0.0.3"});
+  EXPECT_EQ(a.Cooling(r0), 0u);
+  EXPECT_EQ(a.InUse(r0), 1u);
+  // A new set of ranges recounts: 10.0.0.2 now falls in the second one.
+  a.SetRanges({R(R"({"subnet": "10.0.2.0/28"})"), R(R"({"subnet": "10.0.0.0/24"})")});
+  EXPECT_EQ(a.InUse(a.ranges()[0]), 0u);
+  EXPECT_EQ(a.InUse(a.ranges()[1]), 1u);
+  // A range that is not one of the allocator's counts nothing.
+  Range other = a.ranges()[1];
+  EXPECT_EQ(a.InUse(other), 0u);
+}
+
 TEST(IpamAllocator, LargeIpv6RangeIsCheap) {
   Allocator a;
   a.SetRanges({R(R"({"subnet": "fd00:1::/64"})")});
