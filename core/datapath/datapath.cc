@@ -165,6 +165,7 @@ Status Datapath::EnsureSuppressRule(int family) {
 }
 
 StatusOr<PodInterfaceState> Datapath::Setup(const PodInterfaceSpec& spec) {
+  std::lock_guard serial(setup_mu_);
   TRELLIS_ASSIGN_OR_RETURN(nl::Socket host, HostSocket());
   int nsfd = open(spec.netns.c_str(), O_RDONLY | O_CLOEXEC);
   if (nsfd < 0) {

@@ -92,6 +92,12 @@ class Datapath {
 
   void ReaperLoop();
 
+  // Held across Setup's netlink work. The kernel serialises it anyway (RTNL);
+  // waiting here sleeps, while waiting for RTNL spins on a CPU for as long
+  // as the holder runs (a veth creation), which on a small node takes the
+  // CPU from the pods' own CNI processes.
+  std::mutex setup_mu_;
+
   std::mutex rule_mu_;
   bool suppress_rule_v4_ = false, suppress_rule_v6_ = false;
 
