@@ -8,6 +8,7 @@
 #include <atomic>
 #include <chrono>
 #include <cstdlib>
+#include <fstream>
 #include <iostream>
 #include <memory>
 #include <mutex>
@@ -61,6 +62,26 @@ void EnterNetns(const std::string& path) {
   close(fd);
 }
 
+void WaitForQuietCpu(std::chrono::seconds limit) {
+  auto sample = [] {
+    std::ifstream in("/proc/stat");
+    std::string cpu;
+    unsigned long long v[8] = {};
+    in >> cpu;
+    for (auto& x : v) in >> x;
+    unsigned long long idle = v[3] + v[4], total = 0;
+    for (auto x : v) total += x;
+    return std::make_pair(idle, total);
+  };
+  auto deadline = Clock::now() + limit;
+  while (Clock::now() < deadline) {
+    auto [i0, t0] = sample();
+    std::this_thread::sleep_for(std::chrono::milliseconds(200));
+    auto [i1, t1] = sample();
+    if (t1 > t0 && double(i1 - i0) / double(t1 - t0) >= 0.85) return;
+  }
+}
+
 ChurnResult AddThenDel(ConflistRunner& runner, int n, int c, const std::string& tag,
                        const nlohmann::json& capability_args) {
   std::vector<std::unique_ptr<Netns>> ns;
@@ -79,6 +100,7 @@ ChurnResult AddThenDel(ConflistRunner& runner, int n, int c, const std::string& 
   std::atomic<int> next{0}, failures{0};
   std::mutex err_mu;
   auto phase = [&](bool is_add) {
+    WaitForQuietCpu();
     next = 0;
     auto t0 = Clock::now();
     std::vector<std::thread> workers;

@@ -5,6 +5,7 @@
 
 #include <cstddef>
 #include <nlohmann/json.hpp>
+#include <chrono>
 #include <string>
 #include <vector>
 
@@ -29,6 +30,12 @@ std::vector<std::string> SplitList(const std::string& s);
 // processes it starts afterwards inherit it. Exits the process on failure.
 void EnterNetns(const std::string& path);
 
+// Waits, up to `limit`, until at least 85% of the CPU time over 200 ms is
+// idle. The kernel destroys network namespaces asynchronously (a workqueue),
+// for seconds after hundreds of pods went away: a phase that starts while it
+// runs measures that too, whichever setup it is.
+void WaitForQuietCpu(std::chrono::seconds limit = std::chrono::seconds(20));
+
 struct ChurnResult {
   Stats add, del;         // ms per call
   double pods_per_s = 0;  // of the ADD phase, wall clock
@@ -37,7 +44,8 @@ struct ChurnResult {
   std::vector<double> add_ms, del_ms;
 };
 // Adds `n` pods, each in a fresh network namespace, with `c` workers, then
-// deletes them with `c` workers, timing each call. Container ids are
+// deletes them with `c` workers, timing each call; each phase starts on a
+// quiet machine (WaitForQuietCpu). Container ids are
 // "bench-<tag>-<i>"; `capability_args`, unless null, goes with every pod.
 // Prints the first three failures to stderr.
 ChurnResult AddThenDel(trellis::test::ConflistRunner& runner, int n, int c, const std::string& tag,

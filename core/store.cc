@@ -2,6 +2,8 @@
 
 #include <sqlite3.h>
 
+#include <chrono>
+
 namespace trellis {
 namespace {
 
@@ -57,11 +59,42 @@ StatusOr<std::unique_ptr<Store>> Store::Open(const std::filesystem::path& file) 
   TRELLIS_RETURN_IF_ERROR(st->Exec("PRAGMA synchronous=NORMAL"));
   TRELLIS_RETURN_IF_ERROR(st->Exec("PRAGMA foreign_keys=ON"));
   TRELLIS_RETURN_IF_ERROR(st->Migrate());
+  // Checkpoints move to the checkpointer's connection (see store.h).
+  sqlite3* cp = nullptr;
+  if (sqlite3_open_v2(file.c_str(), &cp, SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOMUTEX, nullptr) !=
+      SQLITE_OK) {
+    sqlite3_close(cp);
+    return st->Error("open the checkpoint connection");
+  }
+  sqlite3_busy_timeout(cp, 5000);
+  TRELLIS_RETURN_IF_ERROR(st->Exec("PRAGMA wal_autocheckpoint=0"));
+  st->checkpointer_ = std::thread([s = st.get(), cp] { s->CheckpointLoop(cp); });
   return st;
 }
 
+void Store::CheckpointLoop(sqlite3* db) {
+  std::unique_lock lock(checkpoint_mu_);
+  while (!checkpoint_cv_.wait_for(lock, std::chrono::seconds(1), [&] { return checkpoint_stop_; })) {
+    lock.unlock();
+    // PASSIVE: copies what no reader still needs, never waits for writers.
+    int rc = sqlite3_wal_checkpoint_v2(db, nullptr, SQLITE_CHECKPOINT_PASSIVE, nullptr, nullptr);
+    if (rc != SQLITE_OK && rc != SQLITE_BUSY) errors_.fetch_add(1);
+    lock.lock();
+  }
+  sqlite3_close(db);
+}
+
 Store::~Store() {
+  if (checkpointer_.joinable()) {
+    {
+      std::lock_guard lock(checkpoint_mu_);
+      checkpoint_stop_ = true;
+    }
+    checkpoint_cv_.notify_all();
+    checkpointer_.join();
+  }
   for (auto& [sql, stmt] : cache_) sqlite3_finalize(stmt);
+  // The last connection to close checkpoints the WAL and removes it.
   if (db_ != nullptr) sqlite3_close(db_);
 }
 
