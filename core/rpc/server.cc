@@ -33,9 +33,13 @@ struct Connection {
     std::string status, message;  // grpc-status, grpc-message (encoded)
   };
 
+  using Handlers = std::map<std::string, Server::Handler, std::less<>>;
+  Connection(int fd, int stop_fd, const Handlers* handlers)
+      : fd(fd), stop_fd(stop_fd), handlers(handlers) {}
+
   int fd;
   int stop_fd;
-  const std::map<std::string, Server::Handler, std::less<>>* handlers;
+  const Handlers* handlers;
   nghttp2_session* h2 = nullptr;
   std::map<int32_t, Stream> streams;
   std::deque<int32_t> ready;  // streams whose request is complete
@@ -334,7 +338,7 @@ void Server::Loop() {
     }
     lock.unlock();
     {
-      Connection c{.fd = fd, .stop_fd = stop_fd_, .handlers = &handlers_};
+      Connection c(fd, stop_fd_, &handlers_);
       if (c.Start()) c.Run(o_.idle_timeout);
     }
     close(fd);

@@ -17,6 +17,7 @@
 #include <cstring>
 #include <fstream>
 #include <sstream>
+#include <mutex>
 #include <thread>
 
 extern char** environ;
@@ -89,6 +90,10 @@ int WaitExit(pid_t pid) {
 RunResult Run(const std::vector<std::string>& argv, const std::map<std::string, std::string>& env,
               const std::string& input, std::chrono::milliseconds timeout) {
   RunResult r;
+  // A child that exits without reading its input must fail the writer's
+  // write (EPIPE), not kill the test or benchmark with SIGPIPE.
+  static std::once_flag ignore_sigpipe;
+  std::call_once(ignore_sigpipe, [] { signal(SIGPIPE, SIG_IGN); });
   int in[2], out[2], err[2];
   if (pipe2(in, O_CLOEXEC) || pipe2(out, O_CLOEXEC) || pipe2(err, O_CLOEXEC)) return r;
   pid_t pid = Spawn(argv, MergeEnv(env), in[0], out[1], err[1]);
