@@ -6,9 +6,12 @@
 #include <sched.h>
 #include <unistd.h>
 
-#include <cstdio>
-#include <cstdlib>
+#include <condition_variable>
 #include <cstring>
+#include <deque>
+#include <future>
+#include <mutex>
+#include <thread>
 
 namespace trellis::nl {
 
@@ -43,33 +46,64 @@ StatusOr<Socket> OpenRouteSocket() {
   return sk;
 }
 
+namespace {
+
+// The one thread that enters other network namespaces (issue contract: never
+// setns() on a shared worker thread). It runs nothing but these tasks, so the
+// namespace it was left in never matters; it lives as long as the process.
+class NetnsThread {
+ public:
+  static NetnsThread& Get() {
+    static NetnsThread* t = new NetnsThread();  // never destroyed: its thread is detached
+    return *t;
+  }
+  StatusOr<Socket> Open(const std::string& netns_path, int fd) {
+    std::packaged_task<StatusOr<Socket>()> task([&] () -> StatusOr<Socket> {
+      if (setns(fd, CLONE_NEWNET) != 0) {
+        return absl::UnavailableError("setns " + netns_path + ": " + std::strerror(errno));
+      }
+      return OpenRouteSocket();
+    });
+    auto result = task.get_future();
+    {
+      std::lock_guard lock(mu_);
+      queue_.push_back(std::move(task));
+    }
+    cv_.notify_one();
+    return result.get();
+  }
+
+ private:
+  NetnsThread() {
+    std::thread([this] {
+      while (true) {
+        std::packaged_task<StatusOr<Socket>()> task;
+        {
+          std::unique_lock lock(mu_);
+          cv_.wait(lock, [&] { return !queue_.empty(); });
+          task = std::move(queue_.front());
+          queue_.pop_front();
+        }
+        task();
+      }
+    }).detach();
+  }
+  std::mutex mu_;
+  std::condition_variable cv_;
+  std::deque<std::packaged_task<StatusOr<Socket>()>> queue_;
+};
+
+}  // namespace
+
 StatusOr<Socket> OpenRouteSocketIn(const std::string& netns_path) {
-  int target = open(netns_path.c_str(), O_RDONLY | O_CLOEXEC);
-  if (target < 0) {
+  int fd = open(netns_path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) {
     int e = errno;
     std::string msg = "network namespace " + netns_path + ": " + std::strerror(e);
     return e == ENOENT ? absl::NotFoundError(msg) : absl::UnavailableError(msg);
   }
-  int own = open("/proc/thread-self/ns/net", O_RDONLY | O_CLOEXEC);
-  if (own < 0) {
-    close(target);
-    return absl::UnavailableError(std::string("/proc/thread-self/ns/net: ") + std::strerror(errno));
-  }
-  StatusOr<Socket> result = absl::InternalError("unset");
-  if (setns(target, CLONE_NEWNET) != 0) {
-    result = absl::UnavailableError("setns " + netns_path + ": " + std::strerror(errno));
-  } else {
-    result = OpenRouteSocket();
-    if (setns(own, CLONE_NEWNET) != 0) {
-      // This thread would configure the wrong namespace from now on; a restart
-      // reconciles from the state store instead.
-      std::fprintf(stderr, "trellisd: cannot return from network namespace %s: %s\n",
-                   netns_path.c_str(), std::strerror(errno));
-      std::abort();
-    }
-  }
-  close(own);
-  close(target);
+  StatusOr<Socket> result = NetnsThread::Get().Open(netns_path, fd);
+  close(fd);
   return result;
 }
 

@@ -1,11 +1,11 @@
 // Thin RAII layer over libnl-route, shared by the datapath and its tests.
 //
 // Network namespaces: a netlink socket belongs to the namespace of the thread
-// that created it, for its whole life. OpenRouteSocketIn() enters the target
-// namespace on the calling thread only for the socket() call and returns to
-// the thread's own namespace at once (no thread start on a pod's ADD path). A
-// thread that could not return would silently configure the wrong pod from
-// then on, so that case aborts the process (it restarts and reconciles).
+// that created it, for its whole life. OpenRouteSocketIn() creates the socket
+// on one dedicated thread that enters the target namespace and does nothing
+// else, so no worker thread ever changes namespace (a thread left in the wrong
+// netns would silently configure the wrong pod), and no thread is started on a
+// pod's ADD path.
 #ifndef TRELLIS_CORE_DATAPATH_NETLINK_H_
 #define TRELLIS_CORE_DATAPATH_NETLINK_H_
 
