@@ -171,9 +171,9 @@ StatusOr<PodInterfaceState> Datapath::Setup(const PodInterfaceSpec& spec) {
   if (nsfd < 0) {
     return absl::NotFoundError("network namespace " + spec.netns + ": " + std::strerror(errno));
   }
-  // The pod's end is created directly in its namespace. A
-  // host end left by an attempt that never finished is removed on EEXIST,
-  // not looked for first: that costs a round trip on every ADD.
+  // The pod's end is created directly in its namespace. A host end left by
+  // an attempt that never finished is removed on EEXIST, not looked for
+  // first: that would cost a round trip on every ADD.
   auto create = [&] {
     nl::Link veth(rtnl_link_veth_alloc());
     rtnl_link_set_name(veth.get(), spec.host_ifname.c_str());

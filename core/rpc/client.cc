@@ -1,6 +1,5 @@
 #include "core/rpc/client.h"
 
-#include <fcntl.h>
 #include <poll.h>
 #include <sys/socket.h>
 #include <sys/un.h>
@@ -169,22 +168,17 @@ Client::Client(int fd) : s_(std::make_unique<Session>()) { s_->fd = fd; }
 Client::~Client() = default;
 
 std::unique_ptr<Client> Client::Connect(const std::string& socket_path,
-                                              std::chrono::milliseconds timeout,
-                                              std::string* error, ConnectError* kind) {
-  ConnectError dummy;
-  if (kind == nullptr) kind = &dummy;
+                                        std::chrono::milliseconds timeout, std::string* error) {
   sockaddr_un addr{};
   addr.sun_family = AF_UNIX;
   if (socket_path.size() >= sizeof addr.sun_path) {
     *error = "socket path " + socket_path + " is too long";
-    *kind = ConnectError::kUnreachable;
     return nullptr;
   }
   std::memcpy(addr.sun_path, socket_path.c_str(), socket_path.size() + 1);
   int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
   if (fd < 0) {
     *error = std::string("socket: ") + std::strerror(errno);
-    *kind = ConnectError::kUnreachable;
     return nullptr;
   }
   if (connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0) {
@@ -199,29 +193,24 @@ std::unique_ptr<Client> Client::Connect(const std::string& socket_path,
       if (n != 1 || so_error != 0) {
         close(fd);
         *error = "trellisd at " + socket_path + " is busy (connection backlog full)";
-        *kind = ConnectError::kBusy;
         return nullptr;
       }
     } else {
       close(fd);
       *error = "trellisd is not reachable at " + socket_path + ": " + std::strerror(e);
-      *kind = e == EACCES || e == EPERM ? ConnectError::kPermission : ConnectError::kUnreachable;
       return nullptr;
     }
   }
   std::unique_ptr<Client> c(new Client(fd));
   if (!c->s_->Start()) {
     *error = "cannot start an HTTP/2 session";
-    *kind = ConnectError::kUnreachable;
     return nullptr;
   }
-  *kind = ConnectError::kNone;
   return c;
 }
 
 RpcStatus Client::Call(std::string_view method, const google::protobuf::MessageLite& request,
-                          google::protobuf::MessageLite* response,
-                          std::chrono::milliseconds timeout) {
+                       google::protobuf::MessageLite* response, std::chrono::milliseconds timeout) {
   Session& s = *s_;
   if (s.broken) return {Code::kUnavailable, "the connection to trellisd failed earlier"};
   const auto deadline = Clock::now() + timeout;

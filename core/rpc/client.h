@@ -20,15 +20,12 @@
 
 namespace trellis::rpc {
 
-enum class ConnectError { kNone, kUnreachable, kBusy, kPermission };
-
 class Client {
  public:
-  // Connects to `socket_path`; nullptr with `error` (and `kind`) set when the
-  // daemon is not there, refuses us, or its backlog stays full for `timeout`.
+  // Connects to `socket_path`; nullptr with `error` set when the daemon is
+  // not there, refuses us, or its backlog stays full for `timeout`.
   static std::unique_ptr<Client> Connect(const std::string& socket_path,
-                                         std::chrono::milliseconds timeout, std::string* error,
-                                         ConnectError* kind = nullptr);
+                                         std::chrono::milliseconds timeout, std::string* error);
   ~Client();
   Client(const Client&) = delete;
   Client& operator=(const Client&) = delete;

@@ -1,7 +1,6 @@
 #include "core/rpc/grpc_wire.h"
 
 #include <algorithm>
-#include <charconv>
 
 namespace trellis::rpc {
 
@@ -38,23 +37,6 @@ std::string FormatTimeout(std::chrono::milliseconds t) {
   long long ms = std::max<long long>(t.count(), 1);
   if (ms <= 99999999) return std::to_string(ms) + "m";
   return std::to_string(std::min<long long>((ms + 999) / 1000, 99999999)) + "S";
-}
-
-std::optional<std::chrono::milliseconds> ParseTimeout(std::string_view v) {
-  if (v.size() < 2 || v.size() > 9) return std::nullopt;
-  long long n = 0;
-  auto [p, ec] = std::from_chars(v.data(), v.data() + v.size() - 1, n);
-  if (ec != std::errc() || p != v.data() + v.size() - 1 || n < 0) return std::nullopt;
-  using namespace std::chrono;
-  switch (v.back()) {
-    case 'H': return duration_cast<milliseconds>(hours(n));
-    case 'M': return duration_cast<milliseconds>(minutes(n));
-    case 'S': return duration_cast<milliseconds>(seconds(n));
-    case 'm': return milliseconds(n);
-    case 'u': return duration_cast<milliseconds>(microseconds(n));
-    case 'n': return duration_cast<milliseconds>(nanoseconds(n));
-    default: return std::nullopt;
-  }
 }
 
 std::string PercentEncode(std::string_view v) {

@@ -53,7 +53,6 @@ std::optional<std::string_view> Unframe(std::string_view body, std::string* why)
 
 // grpc-timeout: at most eight digits and a unit.
 std::string FormatTimeout(std::chrono::milliseconds t);
-std::optional<std::chrono::milliseconds> ParseTimeout(std::string_view v);
 
 // grpc-message is percent-encoded.
 std::string PercentEncode(std::string_view v);

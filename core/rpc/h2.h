@@ -10,7 +10,8 @@
 
 namespace trellis::rpc::h2 {
 
-// A header for nghttp2_submit_*; `n` and `v` must outlive the submit call.
+// A header for nghttp2_submit_*, which copies it; `n` and `v` need only
+// outlive that call.
 inline nghttp2_nv Header(std::string_view n, std::string_view v) {
   return nghttp2_nv{reinterpret_cast<uint8_t*>(const_cast<char*>(n.data())),
                     reinterpret_cast<uint8_t*>(const_cast<char*>(v.data())), n.size(), v.size(),

@@ -30,7 +30,6 @@ struct Connection {
     // The answer, kept until the stream closes.
     std::string response;  // framed
     size_t sent = 0;
-    std::string status, message;  // grpc-status, grpc-message (encoded)
   };
 
   using Handlers = std::map<std::string, Server::Handler, std::less<>>;
@@ -177,10 +176,11 @@ struct Connection {
       nghttp2_submit_response(h2, id, h, 2, &p);
     } else {
       // Trailers-only: the status in the one HEADERS frame that ends the stream.
-      s.status = std::to_string(static_cast<int>(st.code));
-      s.message = PercentEncode(st.message);
+      // nghttp2 copies the header values.
+      const std::string status = std::to_string(static_cast<int>(st.code));
+      const std::string message = PercentEncode(st.message);
       nghttp2_nv h[] = {Header(":status", "200"), Header("content-type", kType),
-                        Header("grpc-status", s.status), Header("grpc-message", s.message)};
+                        Header("grpc-status", status), Header("grpc-message", message)};
       nghttp2_submit_response(h2, id, h, 4, nullptr);
     }
   }

@@ -141,7 +141,8 @@ void Allocator::SetAllocated(const std::string& ip, int family, const Owner& own
 }
 
 void Allocator::EraseAllocated(const std::string& ip) {
-  if (int i = RangeIndex(ip); allocated_.erase(ip) > 0 && i >= 0) --in_use_n_[i];
+  if (allocated_.erase(ip) == 0) return;
+  if (int i = RangeIndex(ip); i >= 0) --in_use_n_[i];
 }
 
 void Allocator::SetCooling(const std::string& ip, int64_t released_unix) {

@@ -251,12 +251,8 @@ SecgroupConfig ParseConfig(const Json& j) {
     if (!known.contains(k)) throw Bad(k, "unknown key (known: " + KnownList(known) + ")");
   }
   SecgroupConfig c;
-  try {
-    c.cloud = aliyun::CloudAccess::Parse(j, &c.warnings);
-    c.cloud.CheckEndpoints();
-  } catch (const std::invalid_argument& e) {
-    throw Error(TRELLIS_E_INVALID, e.what());
-  }
+  c.cloud = aliyun::CloudAccess::Parse(j, &c.warnings);
+  c.cloud.CheckEndpoints();
 
   if (const char* env = std::getenv("CLUSTER_ID"); env != nullptr && *env != '\0') {
     if (!ValidClusterId(env)) {
@@ -325,11 +321,7 @@ SecgroupConfig ParseConfig(const Json& j) {
   }
 
   if (j.contains("sync_interval")) {
-    try {
-      c.sync_interval = aliyun::ParseDuration(j["sync_interval"], "sync_interval");
-    } catch (const std::invalid_argument& e) {
-      throw Error(TRELLIS_E_INVALID, e.what());
-    }
+    c.sync_interval = aliyun::ParseDuration(j["sync_interval"], "sync_interval");
     if (c.sync_interval < Millis(1000)) throw Bad("sync_interval", "must be at least 1s");
   }
   if (j.contains("dry_run")) c.dry_run = Bool(j["dry_run"], "dry_run");
